@@ -1,0 +1,24 @@
+"""HTTP goes to Django; `/ws/v1/widget` to the widget consumer.
+
+No `AllowedHostsOriginValidator`: it checks *our* hosts, which is wrong for a widget embedded in
+stores' pages. The consumer checks the Origin against the site's own allowlist before accept.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from notifications.consumers import WidgetConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter([path("ws/v1/widget", WidgetConsumer.as_asgi())]),
+    }
+)

@@ -1,0 +1,157 @@
+"""Candor settings: one module, two modes.
+
+Embedded default (nothing set): SQLite file, in-process channel layer, presence and tasks.
+Production: `DATABASE_URL` (PostgreSQL) and `REDIS_URL` (presence, fan-out, channel layer,
+Celery broker). The two act independently. Every variable is listed in the README.
+"""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .env import BASE_DIR, DATABASE_URL, DEBUG, REDIS_URL, env
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
+    SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"
+
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "notifications",
+    "storefront_demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url("DATABASE_URL")}
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=0)
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env.str("CANDOR_SQLITE_PATH", default=str(BASE_DIR / "db.sqlite3")),
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the source folders so the embedded demo needs no collectstatic;
+# production may run `collectstatic` and leave this on, it only adds a lookup at start.
+WHITENOISE_USE_FINDERS = True
+
+# The widget is loaded cross-origin by stores: allow it, and nothing else, from anywhere.
+WHITENOISE_ALLOW_ALL_ORIGINS = True
+
+# --- Security (SPEC 5, "Environment") ------------------------------------------------
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False) else None
+)
+
+# --- Real-time layer -------------------------------------------------------------------
+# A burst of connects must not exhaust a pool: redis-py 8 caps a pool at 100 connections
+# by default and then raises MaxConnectionsError (CONVENTIONS, "Known traps").
+CANDOR_REDIS_MAX_CONNECTIONS = env.int("CANDOR_REDIS_MAX_CONNECTIONS", default=1000)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "max_connections": CANDOR_REDIS_MAX_CONNECTIONS}],
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Candor ------------------------------------------------------------------------------
+CANDOR_REDIS_URL = REDIS_URL
+CANDOR_PRESENCE_TTL_S = env.int("CANDOR_PRESENCE_TTL_S", default=30)
+# Leading-edge coalescing of per-product updates (SPEC 5: at most one a second).
+CANDOR_UPDATE_INTERVAL_MS = env.int("CANDOR_UPDATE_INTERVAL_MS", default=1000)
+# Peers whose X-Forwarded-For we believe (IPs or CIDRs). Empty: the socket peer is the client.
+CANDOR_TRUSTED_PROXIES = env.list("CANDOR_TRUSTED_PROXIES", default=[])
+# Minimum true count before any aggregate is shown (SPEC 2.7 and 3).
+CANDOR_MIN_COUNT = env.int("CANDOR_MIN_COUNT", default=3)
+CANDOR_DEMO_ORIGINS = env.list(
+    "CANDOR_DEMO_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
+)
+# Salts older than this are deleted (SPEC 2.7; issue 3).
+CANDOR_SALT_KEEP_H = env.int("CANDOR_SALT_KEEP_H", default=48)
+
+# --- Celery ------------------------------------------------------------------------------
+# Embedded default: tasks run in-process, no broker. Production: Redis is the broker.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    # Make today's and tomorrow's salt ahead of time and drop the ones past their keep.
+    "salts-rotate": {"task": "candor.salts_rotate", "schedule": 15 * 60.0},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
+}

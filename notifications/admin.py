@@ -1,0 +1,140 @@
+"""The store owner's console. The ledger and the notification log are read-only for everyone,
+superusers included: no admin form can create, alter or remove activity (SPEC 2.5)."""
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.utils.html import format_html
+
+from .models import DailySalt, Event, Notification, Product, Site, SiteSecret
+from .services import (
+    SiteError,
+    public_key_new,
+    secret_key_new,
+    site_secret_retire,
+    site_secret_rotate,
+)
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SiteSecretInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = SiteSecret
+    extra = 0
+    fields = ("masked", "created_at", "retired_at")
+    readonly_fields = fields
+    verbose_name = "signing secret"
+
+    @admin.display(description="secret")
+    def masked(self, obj):
+        return f"{obj.secret[:7]}…"  # the whole secret is shown once, when it is made
+
+
+class ProductInline(admin.TabularInline):
+    model = Product
+    extra = 0
+    fields = ("sku", "name", "category", "category_kind", "url")
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ("name", "public_key", "origin_list", "active_secrets", "is_demo", "is_active")
+    search_fields = ("name", "public_key")
+    readonly_fields = ("public_key", "created_at")
+    fields = (
+        "name",
+        "public_key",
+        "allowed_origins",
+        "shopify_secret",
+        "woocommerce_secret",
+        "is_demo",
+        "is_active",
+        "created_at",
+    )
+    inlines = (SiteSecretInline, ProductInline)
+    actions = ("rotate_secret", "retire_old_secrets")
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(_active=Count("secrets", filter=Q(secrets__retired_at__isnull=True)))
+        )
+
+    @admin.display(description="allowed origins")
+    def origin_list(self, obj):
+        return ", ".join(obj.origins)
+
+    @admin.display(description="active secrets", ordering="_active")
+    def active_secrets(self, obj):
+        return obj._active
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        obj.public_key = public_key_new()
+        super().save_model(request, obj, form, change)
+        secret = SiteSecret.objects.create(site=obj, secret=secret_key_new())
+        self._show_once(request, obj, secret.secret)
+
+    @admin.action(description="Rotate the signing secret (the old one keeps working until retired)")
+    def rotate_secret(self, request, queryset):
+        for site in queryset:
+            try:
+                self._show_once(request, site, site_secret_rotate(site=site))
+            except SiteError as exc:
+                self.message_user(request, f"{site}: {exc}", messages.ERROR)
+
+    @admin.action(description="Retire old signing secrets (keep only the newest)")
+    def retire_old_secrets(self, request, queryset):
+        for site in queryset:
+            retired = site_secret_retire(site=site)
+            self.message_user(request, f"{site}: retired {retired} secret(s).")
+
+    def _show_once(self, request, site, secret):
+        self.message_user(
+            request,
+            format_html(
+                "New signing secret for {}: <code>{}</code> — copy it now, it is not shown again.",
+                site,
+                secret,
+            ),
+            messages.WARNING,
+        )
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ("name", "sku", "site", "category", "category_kind")
+    list_filter = ("site", "category_kind")
+    search_fields = ("name", "sku")
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "kind", "site", "product", "source", "occurred_at", "verified", "is_bot", "is_test")
+    list_filter = ("kind", "source", "verified", "is_bot", "is_test", "site")
+    date_hierarchy = "occurred_at"
+    list_select_related = ("site", "product")
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "text", "kind", "true_value", "window_s", "recipient_count", "policy_version", "created_at")
+    list_filter = ("kind", "site", "policy_version")
+    date_hierarchy = "created_at"
+
+
+@admin.register(DailySalt)
+class DailySaltAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("day", "created_at")
+    exclude = ("salt",)

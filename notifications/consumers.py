@@ -1,0 +1,303 @@
+"""The widget socket `/ws/v1/widget?key=pk_…&product=<sku>` (SPEC 5).
+
+A thin adapter: it checks the site and Origin before `accept()`, turns client messages into
+presence and ledger calls, and sends what the hub's round decided. It computes no metric.
+"""
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from .identity import scope_client_ip, user_agent_is_bot, visitor_hash_compute
+from .ingest import browser_event_record, context_clean
+from .models import origin_normalize
+from .policy import Decision
+from .presence import Entry, presence_store
+from .selectors import WidgetTarget, widget_target_get
+from .streaming import hub_get
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 4096
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+TOAST_TTL_MS = 12_000
+# Toasts of one kind a page view may open; later changes arrive as updates of that toast.
+TOASTS_PER_KIND_PER_PAGE = 1
+
+
+class Claim(TypedDict):
+    metric: str
+    window_s: int
+    displayed: str
+
+
+class NotificationMessage(TypedDict):
+    type: Literal["notification"]
+    id: int
+    kind: str
+    text: str
+    claim: Claim
+    why_url: str
+    ttl_ms: int
+
+
+class UpdateMessage(TypedDict):
+    type: Literal["update"]
+    id: int
+    text: str
+    claim: Claim
+
+
+class WithdrawMessage(TypedDict):
+    type: Literal["withdraw"]
+    id: int
+
+
+ServerMessage = NotificationMessage | UpdateMessage | WithdrawMessage
+
+
+@dataclass
+class _Shown:
+    id: int
+    text: str
+
+
+def _header(scope: dict, name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+class WidgetConsumer(AsyncWebsocketConsumer):
+    # Fan-out goes through the process's hub (streaming.py), not the channel layer: a layer
+    # channel per socket would cost a Redis round trip per viewer per update.
+    channel_layer_alias = "candor-widget-uses-the-hub"
+
+    # --- handshake ---------------------------------------------------------------------
+    async def connect(self) -> None:
+        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        key = (params.get("key") or [""])[0]
+        sku = (params.get("product") or [""])[0]
+        target = await database_sync_to_async(widget_target_get)(key=key, sku=sku) if key and sku else None
+        if target is None or not self._origin_ok(target):
+            await self.close()  # before accept: the client sees HTTP 403
+            return
+        user_agent = _header(self.scope, b"user-agent")
+        self.is_bot = user_agent_is_bot(user_agent)
+        self.visitor = await database_sync_to_async(visitor_hash_compute)(
+            site_id=target.site_id, ip=scope_client_ip(self.scope), user_agent=user_agent
+        )
+        del user_agent  # never kept beyond the hash (SPEC 2.7)
+        self.target: WidgetTarget = target
+        self.socket_id = uuid.uuid4().hex
+        self.visible = False
+        self.paused = False
+        self.force_snapshot = False
+        self.shown: dict[str, _Shown] = {}
+        self.opened: dict[str, int] = {}
+        self.dismissed: set[str] = set()
+        self.context: dict[str, str] = {}
+        self.hub = hub_get()
+        await self.accept()
+        await self.hub.join(self)
+
+    def _origin_ok(self, target: WidgetTarget) -> bool:
+        origin = _header(self.scope, b"origin")
+        try:
+            return bool(origin) and origin_normalize(origin) in target.site_origins
+        except ValueError:
+            return False
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "hub"):
+            return
+        await self.hub.leave(self, self.product_id)
+        if self.visible:
+            self.visible = False
+            await self._presence(show=False)
+
+    # --- state the hub reads -----------------------------------------------------------
+    @property
+    def site_id(self) -> int:
+        return self.target.site_id
+
+    @property
+    def product_id(self) -> int:
+        return self.target.product_id
+
+    @property
+    def listening(self) -> bool:
+        """A hidden page receives nothing; a paused shopper gets nothing more this session."""
+        return self.visible and not self.paused
+
+    @property
+    def counted(self) -> bool:
+        return self.visible and not self.is_bot
+
+    def needs(self, decision: Decision) -> bool:
+        shown = self.shown.get(decision.kind)
+        if shown is None:
+            return (
+                decision.kind not in self.dismissed
+                and self.opened.get(decision.kind, 0) < TOASTS_PER_KIND_PER_PAGE
+            )
+        return self.force_snapshot or shown.text != decision.text
+
+    def claim_message(self, decision: Decision, notification_id: int) -> ServerMessage:
+        self.force_snapshot = False
+        claim: Claim = decision.claim  # type: ignore[assignment]
+        previous = self.shown.get(decision.kind)
+        self.shown[decision.kind] = _Shown(notification_id, decision.text)
+        if previous is not None:
+            return UpdateMessage(type="update", id=notification_id, text=decision.text, claim=claim)
+        self.opened[decision.kind] = self.opened.get(decision.kind, 0) + 1
+        return NotificationMessage(
+            type="notification",
+            id=notification_id,
+            kind=decision.kind,
+            text=decision.text,
+            claim=claim,
+            why_url=self._why_url(notification_id),
+            ttl_ms=TOAST_TTL_MS,
+        )
+
+    def withdraw_message(self, kind: str) -> WithdrawMessage | None:
+        self.force_snapshot = False
+        shown = self.shown.pop(kind, None)
+        return WithdrawMessage(type="withdraw", id=shown.id) if shown else None
+
+    def withdraw_all_message(self) -> WithdrawMessage | None:
+        # One toast kind is live so far (viewing_now); the list grows with the live engine.
+        return self.withdraw_message("viewing_now")
+
+    async def send_message(self, message: ServerMessage) -> None:
+        await self.send(text_data=json.dumps(message, separators=(",", ":")))
+
+    def _why_url(self, notification_id: int) -> str:
+        host = _header(self.scope, b"host") or "localhost"
+        scheme = "https" if self.scope.get("scheme") == "wss" else "http"
+        return f"{scheme}://{host}/why/{notification_id}"
+
+    # --- client messages ---------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            message = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            message = None
+        handler = None
+        if isinstance(message, dict) and isinstance(message.get("type"), str):
+            handler = self._handlers.get(message["type"])
+        if handler is None or not await handler(self, message):
+            await self.close(code=CLOSE_POLICY_VIOLATION)
+
+    async def _on_page(self, message: dict[str, Any]) -> bool:
+        visible = message.get("visible")
+        sku = message.get("product", self.target.sku)
+        if not isinstance(visible, bool) or not isinstance(sku, str):
+            return False
+        if isinstance(message.get("context"), dict):
+            self.context = context_clean(message["context"])
+        if sku != self.target.sku:  # a single-page app moved to another product
+            target = await database_sync_to_async(widget_target_get)(key=self._key(), sku=sku)
+            if target is None or target.site_id != self.target.site_id:
+                return False
+            await self._leave_product()
+            self.target = target
+            self.shown.clear()
+            self.opened.clear()
+            self.dismissed.clear()
+            await self.hub.join(self)
+        if visible and not self.visible:
+            self.visible = True
+            self.force_snapshot = True  # a page that becomes visible gets a fresh snapshot
+            await self._presence(show=True)
+        elif not visible and self.visible:
+            self.visible = False
+            await self._presence(show=False)
+        elif visible:
+            self.force_snapshot = True
+            self.hub.on_change(self.product_id)
+        return True
+
+    async def _on_dismiss(self, message: dict[str, Any]) -> bool:
+        for kind, shown in list(self.shown.items()):
+            if shown.id == message.get("id"):
+                del self.shown[kind]
+                self.dismissed.add(kind)  # silence for that kind after a dismissal
+        return True
+
+    async def _on_pause(self, message: dict[str, Any]) -> bool:
+        self.paused = True
+        self.shown.clear()
+        return True
+
+    async def _on_event(self, message: dict[str, Any]) -> bool:
+        sku = message.get("product", self.target.sku)
+        kind = message.get("event_type")
+        if kind != "add_to_cart" or not isinstance(sku, str):
+            return False  # a browser can never report a purchase (SPEC 2.4)
+        target = self.target
+        if sku != target.sku:
+            target = await database_sync_to_async(widget_target_get)(key=self._key(), sku=sku)
+            if target is None or target.site_id != self.target.site_id:
+                return False
+        await database_sync_to_async(browser_event_record)(
+            site_id=target.site_id,
+            product_id=target.product_id,
+            kind=kind,
+            visitor_hash=self.visitor,
+            is_bot=self.is_bot,
+            context=self.context,
+        )
+        return True
+
+    _handlers = {
+        "page": _on_page,
+        "dismiss": _on_dismiss,
+        "pause": _on_pause,
+        "event": _on_event,
+    }
+
+    # --- helpers -----------------------------------------------------------------------
+    def _key(self) -> str:
+        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        return (params.get("key") or [""])[0]
+
+    async def _leave_product(self) -> None:
+        was_visible = self.visible
+        await self.hub.leave(self, self.product_id)
+        if was_visible:
+            self.visible = False
+            await self._presence(show=False)
+
+    async def _presence(self, *, show: bool) -> None:
+        """Enter or leave presence, then tell every process the product changed."""
+        if not self.is_bot:
+            entry = Entry(self.product_id, self.visitor, self.socket_id)
+            try:
+                if show:
+                    await presence_store().show(entry, ttl_s=self._ttl_s())
+                else:
+                    await presence_store().hide(entry)
+            except RedisError as exc:
+                # The refresher re-enters open sockets once Redis is back.
+                log.warning("presence write failed: %s", exc)
+        await self.hub.changed(self.product_id)
+
+    @staticmethod
+    def _ttl_s() -> int:
+        return settings.CANDOR_PRESENCE_TTL_S

@@ -1,0 +1,109 @@
+"""Cookieless visitor identity, as Plausible does it (SPEC 2.7).
+
+visitor hash = HMAC-SHA256(daily salt, site | client IP | User-Agent). The raw IP and
+User-Agent live only in memory for the length of this computation; they are never stored or
+logged. Two shoppers behind one address with the same browser count once (an undercount,
+which invariant 1 allows).
+"""
+
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+
+from .models import DailySalt
+
+# Deny-list, never an allow-list of browsers: everything else is a visitor (SPEC 2.7).
+BOT_PATTERN = re.compile(
+    r"bot|crawl|spider|slurp|headlesschrome|phantomjs|puppeteer|playwright|selenium|"
+    r"lighthouse|pagespeed|preview|facebookexternalhit|python-requests|python-httpx|"
+    r"aiohttp|curl/|wget/|go-http-client|java/|okhttp|httpclient|scrapy|monitor|uptime",
+    re.IGNORECASE,
+)
+
+
+def user_agent_is_bot(user_agent: str) -> bool:
+    return not user_agent.strip() or bool(BOT_PATTERN.search(user_agent))
+
+
+@lru_cache(maxsize=16)
+def _networks(proxies: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _is_trusted_proxy(ip: str) -> bool:
+    proxies = tuple(settings.CANDOR_TRUSTED_PROXIES)
+    if not proxies or not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in _networks(proxies))
+
+
+def client_ip_resolve(*, peer: str | None, forwarded_for: str | None) -> str:
+    """The socket peer, or — only when the peer is a trusted proxy — the right-most
+    X-Forwarded-For hop that is not itself a trusted proxy. An untrusted peer's
+    X-Forwarded-For is ignored: anyone can send one."""
+    peer = peer or ""
+    if not forwarded_for or not _is_trusted_proxy(peer):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not _is_trusted_proxy(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return peer
+
+
+def scope_client_ip(scope: dict) -> str:
+    client = scope.get("client") or (None, None)
+    forwarded = None
+    for name, value in scope.get("headers", []):
+        if name == b"x-forwarded-for":
+            forwarded = value.decode("latin-1")
+    return client_ip_resolve(peer=client[0], forwarded_for=forwarded)
+
+
+_salt_cache: dict[dt.date, bytes] = {}
+
+
+def salt_for_day(day: dt.date) -> bytes:
+    """The salt for a UTC day, made on first use so the embedded mode needs no scheduler."""
+    cached = _salt_cache.get(day)
+    if cached is not None:
+        return cached
+    row = DailySalt.objects.filter(day=day).first()
+    if row is None:
+        try:
+            row = DailySalt.objects.create(day=day, salt=secrets.token_hex(32))
+        except IntegrityError:  # another process made it first
+            row = DailySalt.objects.get(day=day)
+    if len(_salt_cache) > 4:
+        _salt_cache.clear()
+    _salt_cache[day] = bytes.fromhex(row.salt)
+    return _salt_cache[day]
+
+
+def visitor_hash_compute(*, site_id: int, ip: str, user_agent: str, now: dt.datetime | None = None) -> str:
+    day = (now or timezone.now()).astimezone(dt.UTC).date()
+    message = f"{site_id}|{ip}|{user_agent}".encode()
+    return hmac.new(salt_for_day(day), message, hashlib.sha256).hexdigest()[:32]
+
+
+def salt_cache_clear() -> None:
+    _salt_cache.clear()
+
+
+def salt_cache_drop_before(day: dt.date) -> None:
+    for cached_day in [d for d in _salt_cache if d < day]:
+        del _salt_cache[cached_day]

@@ -1,0 +1,149 @@
+"""Presence: which visitors have a visible page open on a product, now.
+
+One sorted set per product, member `<visitor hash>|<socket id>`, score = expiry (ms since the
+epoch). A visitor with two tabs has two members and counts once. The process that holds a
+socket refreshes its score every TTL/3 (clients send no heartbeat, SPEC 5), so when a process
+dies its sockets vanish after one TTL instead of lingering as ghost viewers: `disconnect()`
+never runs for a killed process (CONVENTIONS, "Known traps").
+
+Two stores behind one interface: Redis (production, shared by every server process) and an
+in-process dict (the embedded default, one process). Both are keyed by the event loop's
+lifetime where they hold connections.
+"""
+
+import asyncio
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+KEY_PREFIX = "candor:v1:presence:"
+
+
+@dataclass(frozen=True)
+class Entry:
+    product_id: int
+    visitor: str
+    socket_id: str
+
+    @property
+    def member(self) -> str:
+        return f"{self.visitor}|{self.socket_id}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MemoryPresence:
+    """The embedded default: one process, so a dict is the whole truth."""
+
+    def __init__(self) -> None:
+        self._products: dict[int, dict[str, int]] = {}
+
+    async def show(self, entry: Entry, *, ttl_s: int) -> None:
+        self._products.setdefault(entry.product_id, {})[entry.member] = _now_ms() + ttl_s * 1000
+
+    async def hide(self, entry: Entry) -> None:
+        members = self._products.get(entry.product_id)
+        if members is not None:
+            members.pop(entry.member, None)
+            if not members:
+                del self._products[entry.product_id]
+
+    async def refresh(self, entries: Iterable[Entry], *, ttl_s: int) -> None:
+        for entry in entries:
+            await self.show(entry, ttl_s=ttl_s)
+
+    async def prune(self, product_ids: Iterable[int]) -> set[int]:
+        now = _now_ms()
+        changed = set()
+        for product_id in product_ids:
+            members = self._products.get(product_id, {})
+            expired = [m for m, expiry in members.items() if expiry <= now]
+            for member in expired:
+                del members[member]
+            if expired:
+                changed.add(product_id)
+        return changed
+
+    async def visitors(self, product_id: int) -> set[str]:
+        now = _now_ms()
+        members = self._products.get(product_id, {})
+        return {m.split("|", 1)[0] for m, expiry in members.items() if expiry > now}
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisPresence:
+    def __init__(self, url: str) -> None:
+        # A blocking pool waits for a free connection instead of failing a burst of connects
+        # (redis-py 8's default pool raises MaxConnectionsError past 100).
+        self.pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=settings.CANDOR_REDIS_MAX_CONNECTIONS, timeout=5
+        )
+        self.redis = aioredis.Redis(connection_pool=self.pool)
+
+    async def show(self, entry: Entry, *, ttl_s: int) -> None:
+        key = KEY_PREFIX + str(entry.product_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {entry.member: _now_ms() + ttl_s * 1000})
+            pipe.expire(key, ttl_s * 2)
+            await pipe.execute()
+
+    async def hide(self, entry: Entry) -> None:
+        await self.redis.zrem(KEY_PREFIX + str(entry.product_id), entry.member)
+
+    async def refresh(self, entries: Iterable[Entry], *, ttl_s: int) -> None:
+        # Plain ZADD, not XX: after a Redis restart or flush this re-creates presence from the
+        # sockets that are really open, within one refresh interval.
+        expiry = _now_ms() + ttl_s * 1000
+        by_key: dict[str, dict[str, int]] = {}
+        for entry in entries:
+            by_key.setdefault(KEY_PREFIX + str(entry.product_id), {})[entry.member] = expiry
+        if not by_key:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, mapping in by_key.items():
+                pipe.zadd(key, mapping)
+                pipe.expire(key, ttl_s * 2)
+            await pipe.execute()
+
+    async def prune(self, product_ids: Iterable[int]) -> set[int]:
+        product_ids = list(product_ids)
+        if not product_ids:
+            return set()
+        now = _now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for product_id in product_ids:
+                pipe.zremrangebyscore(KEY_PREFIX + str(product_id), "-inf", now)
+            removed = await pipe.execute()
+        return {pid for pid, n in zip(product_ids, removed, strict=True) if n}
+
+    async def visitors(self, product_id: int) -> set[str]:
+        members = await self.redis.zrangebyscore(KEY_PREFIX + str(product_id), _now_ms() + 1, "+inf")
+        return {m.split(b"|", 1)[0].decode() for m in members}
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.pool.disconnect()
+
+
+_stores: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MemoryPresence | RedisPresence]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def presence_store() -> "MemoryPresence | RedisPresence":
+    """The store for the running loop (connections cannot cross event loops)."""
+    loop = asyncio.get_running_loop()
+    store = _stores.get(loop)
+    if store is None:
+        url = settings.CANDOR_REDIS_URL
+        store = RedisPresence(url) if url else MemoryPresence()
+        _stores[loop] = store
+    return store

@@ -1,0 +1,187 @@
+"""Writes: sites, keys, catalog, and the notification log (HackSoft-style services)."""
+
+import secrets
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import CategoryKind, Notification, Product, Site, SiteSecret
+
+MAX_ACTIVE_SECRETS = 2
+
+
+class SiteError(Exception):
+    """A request an operator made that cannot be carried out; the message says why."""
+
+
+def public_key_new() -> str:
+    return "pk_" + secrets.token_urlsafe(24)
+
+
+def secret_key_new() -> str:
+    return "sk_" + secrets.token_urlsafe(32)
+
+
+@transaction.atomic
+def site_create(
+    *,
+    name: str,
+    origins: list[str],
+    shopify_secret: str = "",
+    woocommerce_secret: str = "",
+    is_demo: bool = False,
+) -> tuple[Site, str]:
+    """Create a site and its first secret. The secret is returned here and never shown again."""
+    site = Site(
+        name=name,
+        public_key=public_key_new(),
+        allowed_origins="\n".join(origins),
+        shopify_secret=shopify_secret,
+        woocommerce_secret=woocommerce_secret,
+        is_demo=is_demo,
+    )
+    _site_validate(site)
+    site.save()
+    secret = SiteSecret.objects.create(site=site, secret=secret_key_new())
+    return site, secret.secret
+
+
+def site_origins_set(*, site: Site, origins: list[str]) -> Site:
+    site.allowed_origins = "\n".join(origins)
+    _site_validate(site)
+    site.save(update_fields=["allowed_origins"])
+    return site
+
+
+def _site_validate(site: Site) -> None:
+    try:
+        site.full_clean(exclude=["public_key"])
+    except ValidationError as exc:
+        raise SiteError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
+
+
+@transaction.atomic
+def site_secret_rotate(*, site: Site) -> str:
+    """Add a new secret beside the current one; both verify until `site_secret_retire`."""
+    active = SiteSecret.objects.select_for_update().filter(site=site, retired_at__isnull=True)
+    if active.count() >= MAX_ACTIVE_SECRETS:
+        raise SiteError(
+            "This site already has two active secrets; retire the old one before rotating again."
+        )
+    return SiteSecret.objects.create(site=site, secret=secret_key_new()).secret
+
+
+@transaction.atomic
+def site_secret_retire(*, site: Site) -> int:
+    """Retire every active secret but the newest. Returns how many were retired."""
+    active = list(
+        SiteSecret.objects.select_for_update()
+        .filter(site=site, retired_at__isnull=True)
+        .order_by("-created_at", "-id")
+    )
+    for old in active[1:]:
+        old.retired_at = timezone.now()
+        old.save(update_fields=["retired_at"])
+    return len(active[1:])
+
+
+@dataclass(frozen=True)
+class CatalogResult:
+    created: int
+    updated: int
+
+
+PRODUCT_FIELDS = ("sku", "name", "url", "category", "category_kind")
+
+
+def products_upsert(*, site: Site, items: list[dict]) -> CatalogResult:
+    """Upsert a catalog: `[{"sku", "name", "url", "category", "category_kind"}]`.
+
+    Validates every item before writing any, so a bad file changes nothing.
+    """
+    if not isinstance(items, list):
+        raise SiteError("The catalog must be a JSON list of products.")
+    cleaned = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SiteError(f"item {index}: must be an object")
+        unknown = set(item) - set(PRODUCT_FIELDS)
+        if unknown:
+            raise SiteError(f"item {index}: unknown field(s) {', '.join(sorted(unknown))}")
+        sku = item.get("sku")
+        name = item.get("name")
+        if not isinstance(sku, str) or not sku.strip() or len(sku) > 128:
+            raise SiteError(f"item {index}: 'sku' must be a non-empty string of at most 128 characters")
+        if not isinstance(name, str) or not name.strip():
+            raise SiteError(f"item {index}: 'name' must be a non-empty string")
+        kind = item.get("category_kind", CategoryKind.OTHER)
+        if kind not in CategoryKind.values:
+            raise SiteError(
+                f"item {index}: 'category_kind' must be one of {', '.join(CategoryKind.values)}"
+            )
+        product = Product(
+            site=site,
+            sku=sku.strip(),
+            name=name.strip(),
+            url=item.get("url") or "",
+            category=item.get("category") or "",
+            category_kind=kind,
+        )
+        try:
+            product.full_clean(exclude=["site"], validate_unique=False, validate_constraints=False)
+        except ValidationError as exc:
+            raise SiteError(f"item {index}: {exc.message_dict}") from exc
+        cleaned.append(product)
+    created = updated = 0
+    with transaction.atomic():
+        for product in cleaned:
+            _, was_created = Product.objects.update_or_create(
+                site=site,
+                sku=product.sku,
+                defaults={
+                    "name": product.name,
+                    "url": product.url,
+                    "category": product.category,
+                    "category_kind": product.category_kind,
+                },
+            )
+            created += was_created
+            updated += not was_created
+    return CatalogResult(created=created, updated=updated)
+
+
+def notification_log_record(
+    *,
+    site_id: int,
+    product_id: int,
+    kind: str,
+    text: str,
+    claim: dict,
+    true_value: int,
+    evidence: dict,
+    policy_version: str,
+    recipient_count: int,
+) -> int:
+    """Write one log row for a claim emitted to `recipient_count` sockets; returns its id."""
+    row = Notification.objects.create(
+        site_id=site_id,
+        product_id=product_id,
+        kind=kind,
+        text=text,
+        claim=claim,
+        true_value=true_value,
+        window_s=claim["window_s"],
+        evidence=evidence,
+        policy_version=policy_version,
+        recipient_count=recipient_count,
+    )
+    return row.pk
+
+
+def notification_recipients_add(*, notification_id: int, count: int) -> None:
+    Notification.objects.filter(pk=notification_id).update(
+        recipient_count=F("recipient_count") + count
+    )

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class StorefrontDemoConfig(AppConfig):
+    name = "storefront_demo"
+    verbose_name = "Demo storefront"
