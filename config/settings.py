@@ -5,6 +5,8 @@ Production: `DATABASE_URL` (PostgreSQL) and `REDIS_URL` (presence, fan-out, chan
 Celery broker). The two act independently. Every variable is listed in the README.
 """
 
+from pathlib import Path
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import BASE_DIR, DATABASE_URL, DEBUG, REDIS_URL, env
@@ -84,7 +86,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+try:  # WhiteNoise warns at every start when the folder is missing
+    STATIC_ROOT.mkdir(exist_ok=True)
+except OSError:
+    pass
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the source folders so the embedded demo needs no collectstatic;
 # production may run `collectstatic` and leave this on, it only adds a lookup at start.

@@ -1,0 +1,71 @@
+import os
+
+import pytest
+from django.conf import settings
+
+from notifications.identity import salt_cache_clear
+from notifications.selectors import widget_targets_forget
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require(service: str, available: bool, how: str) -> None:
+    if available:
+        return
+    message = f"{service} is not configured ({how}); this test needs the real service."
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(f"SKIPPED LOUDLY: {message}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    salt_cache_clear()
+    widget_targets_forget()
+    yield
+    salt_cache_clear()
+    widget_targets_forget()
+
+
+@pytest.fixture
+def redis_url():
+    """The real Redis from REDIS_URL, with Candor's keys cleared before and after."""
+    url = settings.CANDOR_REDIS_URL
+    _require("Redis", bool(url), "set REDIS_URL")
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        _require("Redis", False, f"{url} does not answer: {exc}")
+
+    def clear():
+        keys = list(client.scan_iter("candor:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+    clear()
+    yield url
+    clear()
+    client.close()
+
+
+@pytest.fixture
+def postgres():
+    _require(
+        "PostgreSQL",
+        settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+        "set DATABASE_URL=postgres://…",
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def realtime_mode(request, settings):
+    """Run a socket test on the embedded in-process layer and on the real Redis."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")
+    else:
+        settings.CANDOR_REDIS_URL = ""
+    settings.CANDOR_UPDATE_INTERVAL_MS = 50
+    return request.param
