@@ -195,9 +195,13 @@ class Notification(models.Model):
     policy_version = models.CharField(max_length=64)
     recipient_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
+    last_emitted_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["site", "created_at"])]
+        indexes = [
+            models.Index(fields=["site", "created_at"]),
+            models.Index(fields=["product", "kind", "last_emitted_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.text}"

@@ -2,10 +2,12 @@
 
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from .models import CategoryKind, Notification, Product, Site, SiteSecret
@@ -153,6 +155,12 @@ def products_upsert(*, site: Site, items: list[dict]) -> CatalogResult:
     return CatalogResult(created=created, updated=updated)
 
 
+# A claim emitted again within this span (a late joiner, another round with the same text)
+# is the same claim: it shares the log row and its id, and the row's recipient count grows.
+CLAIM_REUSE_S = 60
+
+
+@transaction.atomic
 def notification_log_record(
     *,
     site_id: int,
@@ -165,7 +173,32 @@ def notification_log_record(
     policy_version: str,
     recipient_count: int,
 ) -> int:
-    """Write one log row for a claim emitted to `recipient_count` sockets; returns its id."""
+    """Log a claim emitted to `recipient_count` sockets; returns the id they all receive.
+
+    One row per distinct emitted claim (same text, claim and policy version, SPEC 2.6). The row
+    keeps the lowest true value any recipient had and the evidence of its first emission.
+    """
+    now = timezone.now()
+    row = (
+        Notification.objects.select_for_update()
+        .filter(
+            product_id=product_id,
+            kind=kind,
+            text=text,
+            policy_version=policy_version,
+            window_s=claim["window_s"],
+            last_emitted_at__gte=now - timedelta(seconds=CLAIM_REUSE_S),
+        )
+        .order_by("-id")
+        .first()
+    )
+    if row is not None and row.claim == claim:
+        Notification.objects.filter(pk=row.pk).update(
+            recipient_count=F("recipient_count") + recipient_count,
+            true_value=Least("true_value", true_value),
+            last_emitted_at=now,
+        )
+        return row.pk
     row = Notification.objects.create(
         site_id=site_id,
         product_id=product_id,
@@ -177,11 +210,7 @@ def notification_log_record(
         evidence=evidence,
         policy_version=policy_version,
         recipient_count=recipient_count,
+        created_at=now,
+        last_emitted_at=now,
     )
     return row.pk
-
-
-def notification_recipients_add(*, notification_id: int, count: int) -> None:
-    Notification.objects.filter(pk=notification_id).update(
-        recipient_count=F("recipient_count") + count
-    )
