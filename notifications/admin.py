@@ -129,7 +129,16 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(Notification)
 class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "text", "kind", "true_value", "window_s", "recipient_count", "policy_version", "created_at")
+    list_display = (
+        "id",
+        "text",
+        "kind",
+        "true_value",
+        "window_s",
+        "recipient_count",
+        "policy_version",
+        "created_at",
+    )
     list_filter = ("kind", "site", "policy_version")
     date_hierarchy = "created_at"
 

@@ -103,9 +103,7 @@ class Product(models.Model):
     name = models.CharField(max_length=300)
     url = models.URLField(max_length=1000, blank=True)
     category = models.CharField(max_length=200, blank=True)
-    category_kind = models.CharField(
-        max_length=20, choices=CategoryKind.choices, default=CategoryKind.OTHER
-    )
+    category_kind = models.CharField(max_length=20, choices=CategoryKind.choices, default=CategoryKind.OTHER)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["site", "sku"], name="product_sku_per_site")]

@@ -70,9 +70,7 @@ def site_secret_rotate(*, site: Site) -> str:
     """Add a new secret beside the current one; both verify until `site_secret_retire`."""
     active = SiteSecret.objects.select_for_update().filter(site=site, retired_at__isnull=True)
     if active.count() >= MAX_ACTIVE_SECRETS:
-        raise SiteError(
-            "This site already has two active secrets; retire the old one before rotating again."
-        )
+        raise SiteError("This site already has two active secrets; retire the old one before rotating again.")
     return SiteSecret.objects.create(site=site, secret=secret_key_new()).secret
 
 
@@ -121,9 +119,7 @@ def products_upsert(*, site: Site, items: list[dict]) -> CatalogResult:
             raise SiteError(f"item {index}: 'name' must be a non-empty string")
         kind = item.get("category_kind", CategoryKind.OTHER)
         if kind not in CategoryKind.values:
-            raise SiteError(
-                f"item {index}: 'category_kind' must be one of {', '.join(CategoryKind.values)}"
-            )
+            raise SiteError(f"item {index}: 'category_kind' must be one of {', '.join(CategoryKind.values)}")
         product = Product(
             site=site,
             sku=sku.strip(),

@@ -45,7 +45,7 @@ class Hub:
 
     def __init__(self) -> None:
         self.origin = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.sockets: dict[int, set["WidgetConsumer"]] = defaultdict(set)
+        self.sockets: dict[int, set[WidgetConsumer]] = defaultdict(set)
         self._last_round: dict[int, float] = {}
         self._scheduled: dict[int, asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
@@ -115,12 +115,10 @@ class Hub:
         now = timezone.now()
         policy = policy_default()
         decisions: dict[int, Decision | None] = {}
-        per_claim: dict[tuple, list[tuple["WidgetConsumer", Decision]]] = defaultdict(list)
+        per_claim: dict[tuple, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
         withdrawals = []
         for consumer in recipients:
-            metric = metrics.viewing_now(
-                visitors=visitors, recipient=consumer.visitor, ttl_s=ttl_s, at=now
-            )
+            metric = metrics.viewing_now(visitors=visitors, recipient=consumer.visitor, ttl_s=ttl_s, at=now)
             if metric.true_value not in decisions:
                 result = decide(metric=metric, policy=policy)
                 if isinstance(result, Decision):
@@ -176,11 +174,8 @@ class Hub:
         self._started = False
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        # Background tasks end by cancellation; anything else they raised was already logged.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _subscribe(self, ready: asyncio.Future) -> None:
         backoff_s = 0.1

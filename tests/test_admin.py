@@ -102,7 +102,7 @@ def test_rotating_from_the_admin_shows_the_new_secret(superuser_client):
         reverse("admin:notifications_site_changelist"),
         {"action": "retire_old_secrets", "_selected_action": [site.pk]},
     )
-    assert list(SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True)) == [
-        newest
-    ]
+    assert list(
+        SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True)
+    ) == [newest]
     assert re.match(r"^sk_", newest)

@@ -35,6 +35,8 @@ def test_salt_rotation_runs_on_a_real_worker_over_redis(redis_url):
     finally:
         from django.conf import settings
 
-        app.conf.update(broker_url=settings.CELERY_BROKER_URL, task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER)
+        app.conf.update(
+            broker_url=settings.CELERY_BROKER_URL, task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER
+        )
     assert not DailySalt.objects.filter(day=old_day).exists()
     assert DailySalt.objects.filter(day=timezone.now().date()).exists()

@@ -17,8 +17,17 @@ def run(*args):
 
 def test_create_prints_key_and_secret_once():
     result = run(
-        "create", "--name", "Shop", "--origin", "https://shop.example", "--origin", "https://www.shop.example",
-        "--shopify-secret", "shpss_x", "--woocommerce-secret", "wc_y",
+        "create",
+        "--name",
+        "Shop",
+        "--origin",
+        "https://shop.example",
+        "--origin",
+        "https://www.shop.example",
+        "--shopify-secret",
+        "shpss_x",
+        "--woocommerce-secret",
+        "wc_y",
     )
     assert set(result) == {"key", "secret"}
     site = Site.objects.get(public_key=result["key"])
@@ -43,13 +52,27 @@ def test_rotate_then_retire():
 def test_products_upserts_a_catalog(tmp_path):
     created = run("create", "--name", "Shop", "--origin", "https://shop.example")
     catalog = tmp_path / "catalog.json"
-    catalog.write_text(json.dumps([
-        {"sku": "a", "name": "A", "url": "https://shop.example/a", "category": "Music", "category_kind": "self_expression"},
-        {"sku": "b", "name": "B", "category": "Tools", "category_kind": "utilitarian"},
-    ]))
+    catalog.write_text(
+        json.dumps(
+            [
+                {
+                    "sku": "a",
+                    "name": "A",
+                    "url": "https://shop.example/a",
+                    "category": "Music",
+                    "category_kind": "self_expression",
+                },
+                {"sku": "b", "name": "B", "category": "Tools", "category_kind": "utilitarian"},
+            ]
+        )
+    )
     assert run("products", "--key", created["key"], str(catalog))["created"] == 2
     catalog.write_text(json.dumps([{"sku": "a", "name": "A2", "category_kind": "other"}]))
-    assert run("products", "--key", created["key"], str(catalog)) == {"key": created["key"], "created": 0, "updated": 1}
+    assert run("products", "--key", created["key"], str(catalog)) == {
+        "key": created["key"],
+        "created": 0,
+        "updated": 1,
+    }
     assert Product.objects.get(sku="a").name == "A2"
 
 

@@ -6,7 +6,10 @@ from notifications.identity import client_ip_resolve, user_agent_is_bot, visitor
 from notifications.maintenance import salts_rotate
 from notifications.models import DailySalt
 
-CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0 Safari/537.36"
+)
 
 
 @pytest.mark.parametrize(
@@ -37,7 +40,9 @@ def test_untrusted_forwarded_for_is_ignored(settings):
 def test_trusted_proxy_gives_the_rightmost_untrusted_hop(settings):
     settings.CANDOR_TRUSTED_PROXIES = ["10.0.0.0/8", "192.0.2.1"]
     # A client may prepend anything; only the hop our proxy appended is believed.
-    assert client_ip_resolve(peer="10.1.2.3", forwarded_for="6.6.6.6, 198.51.100.7, 192.0.2.1") == "198.51.100.7"
+    assert (
+        client_ip_resolve(peer="10.1.2.3", forwarded_for="6.6.6.6, 198.51.100.7, 192.0.2.1") == "198.51.100.7"
+    )
     assert client_ip_resolve(peer="10.1.2.3", forwarded_for="garbage") == "10.1.2.3"
     assert client_ip_resolve(peer="203.0.113.9", forwarded_for="6.6.6.6") == "203.0.113.9"
 
@@ -48,11 +53,15 @@ def test_visitor_hash_is_per_site_per_day_and_made_on_first_use():
     assert DailySalt.objects.count() == 0
     a = visitor_hash_compute(site_id=1, ip="203.0.113.9", user_agent=CHROME, now=day1)
     assert DailySalt.objects.filter(day=day1.date()).exists()
-    assert a == visitor_hash_compute(site_id=1, ip="203.0.113.9", user_agent=CHROME, now=day1.replace(hour=23))
+    assert a == visitor_hash_compute(
+        site_id=1, ip="203.0.113.9", user_agent=CHROME, now=day1.replace(hour=23)
+    )
     assert a != visitor_hash_compute(site_id=2, ip="203.0.113.9", user_agent=CHROME, now=day1)
     assert a != visitor_hash_compute(site_id=1, ip="203.0.113.10", user_agent=CHROME, now=day1)
     assert a != visitor_hash_compute(site_id=1, ip="203.0.113.9", user_agent=CHROME + "x", now=day1)
-    assert a != visitor_hash_compute(site_id=1, ip="203.0.113.9", user_agent=CHROME, now=day1 + dt.timedelta(days=1))
+    assert a != visitor_hash_compute(
+        site_id=1, ip="203.0.113.9", user_agent=CHROME, now=day1 + dt.timedelta(days=1)
+    )
     assert "203.0.113.9" not in a and len(a) == 32
 
 

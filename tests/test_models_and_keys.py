@@ -22,7 +22,9 @@ def test_origins_are_normalized(raw, normalized):
     assert origin_normalize(raw) == normalized
 
 
-@pytest.mark.parametrize("raw", ["null", "ftp://x.example", "https://x.example/path", "https://", "x.example"])
+@pytest.mark.parametrize(
+    "raw", ["null", "ftp://x.example", "https://x.example/path", "https://", "x.example"]
+)
 def test_non_origins_are_refused(raw):
     with pytest.raises(ValueError):
         origin_normalize(raw)
@@ -46,12 +48,16 @@ def test_rotation_keeps_two_secrets_at_most():
     site, first = site_create(name="Shop", origins=["https://shop.example"])
     second = site_secret_rotate(site=site)
     assert second != first
-    active = set(SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True))
+    active = set(
+        SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True)
+    )
     assert active == {first, second}
     with pytest.raises(SiteError, match="two active secrets"):
         site_secret_rotate(site=site)
     assert site_secret_retire(site=site) == 1
-    active = set(SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True))
+    active = set(
+        SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True)
+    )
     assert active == {second}
 
 

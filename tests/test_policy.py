@@ -25,7 +25,11 @@ def test_at_minimum_is_shown_exactly():
 
 def test_above_cap_is_a_lower_bound():
     result = decide(metric=viewing(37), policy=POLICY)
-    assert (result.text, result.displayed, result.true_value) == ("20+ other people are viewing this", "20+", 37)
+    assert (result.text, result.displayed, result.true_value) == (
+        "20+ other people are viewing this",
+        "20+",
+        37,
+    )
 
 
 def test_a_kind_the_policy_does_not_allow_is_refused():

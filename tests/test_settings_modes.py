@@ -11,15 +11,22 @@ ROOT = Path(__file__).resolve().parent.parent
 PROBE = (
     "import json, django; django.setup(); from django.conf import settings as s; "
     "print(json.dumps({'debug': s.DEBUG, 'db': s.DATABASES['default']['ENGINE'], "
-    "'layer': s.CHANNEL_LAYERS['default']['BACKEND'], 'hosts': s.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('hosts'), "
+    "'layer': s.CHANNEL_LAYERS['default']['BACKEND'], "
+    "'hosts': s.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('hosts'), "
     "'eager': s.CELERY_TASK_ALWAYS_EAGER, 'broker': s.CELERY_BROKER_URL, 'ssl': s.SECURE_SSL_REDIRECT}))"
 )
 
 
 def probe(**env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "CANDOR_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "REDIS_URL", "CANDOR_"))
+    }
     clean.update(env, DJANGO_SETTINGS_MODULE="config.settings")
-    result = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
     return result
 
 
@@ -54,7 +61,9 @@ def test_production_mode_from_the_environment():
 def test_redis_and_database_act_independently():
     got = json.loads(probe(REDIS_URL="redis://127.0.0.1:6379/0").stdout)
     assert got["db"].endswith("sqlite3") and got["layer"].startswith("channels_redis")
-    got = json.loads(probe(DATABASE_URL="postgres://postgres@127.0.0.1:5432/x", DJANGO_SECRET_KEY="k" * 50).stdout)
+    got = json.loads(
+        probe(DATABASE_URL="postgres://postgres@127.0.0.1:5432/x", DJANGO_SECRET_KEY="k" * 50).stdout
+    )
     assert got["db"].endswith("postgresql") and got["layer"].endswith("InMemoryChannelLayer")
 
 
