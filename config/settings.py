@@ -123,6 +123,20 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Rate limits and view de-duplication live in the cache: Redis in production, so every
+# process shares them; process memory in the embedded default.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "candor:cache",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+RATELIMIT_USE_CACHE = "default"
+
 # --- Candor ------------------------------------------------------------------------------
 CANDOR_REDIS_URL = REDIS_URL
 CANDOR_PRESENCE_TTL_S = env.int("CANDOR_PRESENCE_TTL_S", default=30)
@@ -132,6 +146,11 @@ CANDOR_UPDATE_INTERVAL_MS = env.int("CANDOR_UPDATE_INTERVAL_MS", default=1000)
 CANDOR_TRUSTED_PROXIES = env.list("CANDOR_TRUSTED_PROXIES", default=[])
 # Minimum true count before any aggregate is shown (SPEC 2.7 and 3).
 CANDOR_MIN_COUNT = env.int("CANDOR_MIN_COUNT", default=3)
+# Browser events: limits per visitor and per client address (django-ratelimit rates), and the
+# interval within which a visitor's repeated view of one product is one view.
+CANDOR_RATE_PER_VISITOR = env.str("CANDOR_RATE_PER_VISITOR", default="120/m")
+CANDOR_RATE_PER_IP = env.str("CANDOR_RATE_PER_IP", default="1200/m")
+CANDOR_VIEW_DEDUPE_S = env.int("CANDOR_VIEW_DEDUPE_S", default=1800)
 CANDOR_DEMO_ORIGINS = env.list(
     "CANDOR_DEMO_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
 )

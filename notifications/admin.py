@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils.html import format_html
 
-from .models import DailySalt, Event, Notification, Product, Site, SiteSecret
+from .models import DailySalt, Event, IngestRefusal, Notification, Product, Site, SiteSecret
 from .services import (
     SiteError,
     public_key_new,
@@ -147,3 +147,9 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class DailySaltAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("day", "created_at")
     exclude = ("salt",)
+
+
+@admin.register(IngestRefusal)
+class IngestRefusalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("day", "site", "endpoint", "code", "count")
+    list_filter = ("endpoint", "code", "site")

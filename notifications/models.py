@@ -214,3 +214,22 @@ class DailySalt(models.Model):
     day = models.DateField(unique=True)
     salt = models.CharField(max_length=64)
     created_at = models.DateTimeField(default=timezone.now)
+
+
+class IngestRefusal(models.Model):
+    """Refused input, counted per day, site (when known), endpoint and error code."""
+
+    day = models.DateField()
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, null=True, blank=True)
+    endpoint = models.CharField(max_length=40)
+    code = models.CharField(max_length=40)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "site", "endpoint", "code"],
+                name="ingest_refusal_bucket",
+                nulls_distinct=False,
+            )
+        ]

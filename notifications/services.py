@@ -5,12 +5,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from .models import CategoryKind, Notification, Product, Site, SiteSecret
+from .models import CategoryKind, IngestRefusal, Notification, Product, Site, SiteSecret
 
 MAX_ACTIVE_SECRETS = 2
 
@@ -210,3 +210,16 @@ def notification_log_record(
         last_emitted_at=now,
     )
     return row.pk
+
+
+def ingest_refusal_count(*, site_id: int | None, endpoint: str, code: str) -> None:
+    """Count one refused request. Runs outside any request transaction: the refusal changes
+    nothing else, but it is always counted."""
+    bucket = {"day": timezone.now().date(), "site_id": site_id, "endpoint": endpoint, "code": code}
+    updated = IngestRefusal.objects.filter(**bucket).update(count=F("count") + 1)
+    if not updated:
+        try:
+            with transaction.atomic():
+                IngestRefusal.objects.create(**bucket, count=1)
+        except IntegrityError:  # made by a concurrent request meanwhile
+            IngestRefusal.objects.filter(**bucket).update(count=F("count") + 1)

@@ -1,7 +1,8 @@
 from django.urls import path
 
-from . import views
+from . import api, views
 
 urlpatterns = [
+    path("api/v1/events", api.events, name="api-events"),
     path("why/<int:notification_id>", views.why, name="why"),
 ]

@@ -18,10 +18,32 @@ def _require(service: str, available: bool, how: str) -> None:
     pytest.skip(f"SKIPPED LOUDLY: {message}")
 
 
+def _cache_clear():
+    """Rate-limit and de-duplication state must not leak between tests. With Redis, delete only
+    Candor's keys: REDIS_URL may point at a database with other data in it."""
+    from django.core.cache import cache
+
+    if settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        import redis
+
+        client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+        try:
+            keys = list(client.scan_iter("candor:cache:*", count=1000))
+            if keys:
+                client.delete(*keys)
+        except redis.exceptions.ConnectionError:
+            pass
+        finally:
+            client.close()
+    else:
+        cache.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     salt_cache_clear()
     widget_targets_forget()
+    _cache_clear()
     yield
     salt_cache_clear()
     widget_targets_forget()

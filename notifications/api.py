@@ -1,0 +1,166 @@
+"""HTTP ingestion adapters: bad input gets a clear JSON error, is counted, and changes nothing.
+
+Errors are `{"error": {"code", "message"[, "field"]}}` with the status SPEC 5 names; 429 carries
+`Retry-After`.
+"""
+
+import json
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import get_usage
+
+from .identity import client_ip_resolve, user_agent_is_bot, visitor_hash_compute
+from .ingest import BROWSER_KINDS, browser_event_record, context_clean
+from .models import EventSource, Product, Site, origin_normalize
+from .services import ingest_refusal_count
+
+MAX_BODY_BYTES = 8 * 1024
+EVENT_FIELDS = {"key", "type", "product", "context"}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, retry_after=None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.field, self.retry_after = field, retry_after
+
+
+def _error(exc: Refused, *, site_id: int | None, cors_origin: str | None) -> JsonResponse:
+    ingest_refusal_count(site_id=site_id, endpoint="events", code=exc.code)
+    body = {"code": exc.code, "message": exc.message}
+    if exc.field:
+        body["field"] = exc.field
+    response = JsonResponse({"error": body}, status=exc.status)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(max(1, int(exc.retry_after)))
+    return _cors(response, cors_origin)
+
+
+def _cors(response: JsonResponse, origin: str | None) -> JsonResponse:
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+    return response
+
+
+def _origin(request: HttpRequest) -> str | None:
+    try:
+        return origin_normalize(request.headers.get("Origin", ""))
+    except ValueError:
+        return None
+
+
+def _client_ip(request: HttpRequest) -> str:
+    return client_ip_resolve(
+        peer=request.META.get("REMOTE_ADDR"), forwarded_for=request.headers.get("X-Forwarded-For")
+    )
+
+
+def _preflight(request: HttpRequest) -> JsonResponse:
+    origin = _origin(request)
+    # A preflight has no body and so no key: any active site's origin may ask.
+    allowed = origin and any(
+        origin in site.origins for site in Site.objects.filter(is_active=True).only("allowed_origins")
+    )
+    if not allowed:
+        return _error(
+            Refused(403, "forbidden_origin", "This origin is not allowed by any site."),
+            site_id=None,
+            cors_origin=None,
+        )
+    response = JsonResponse({}, status=204)
+    response["Access-Control-Allow-Methods"] = "POST"
+    response["Access-Control-Allow-Headers"] = "Content-Type"
+    response["Access-Control-Max-Age"] = "600"
+    return _cors(response, origin)
+
+
+def _parse(request: HttpRequest) -> dict:
+    content_type = request.content_type or ""
+    if content_type.lower() != "application/json":
+        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json.")
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        raise Refused(413, "too_large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
+    body = request.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise Refused(413, "too_large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise Refused(400, "malformed", "The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "malformed", "The body must be a JSON object.")
+    for name in ("key", "type", "product"):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise Refused(400, "malformed", f"'{name}' must be a non-empty string.", field=name)
+    if "context" in data and not isinstance(data["context"], dict):
+        raise Refused(400, "malformed", "'context' must be an object.", field="context")
+    unknown = sorted(set(data) - EVENT_FIELDS)
+    if unknown:
+        raise Refused(400, "malformed", f"Unknown field '{unknown[0]}'.", field=unknown[0])
+    return data
+
+
+def _rate_limit(request: HttpRequest, *, visitor: str, ip: str) -> None:
+    for group, value, rate in (
+        ("events-visitor", visitor, settings.CANDOR_RATE_PER_VISITOR),
+        ("events-ip", ip, settings.CANDOR_RATE_PER_IP),
+    ):
+        usage = get_usage(request, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True)
+        if usage and usage["should_limit"]:
+            raise Refused(429, "rate_limited", "Too many events; slow down.", retry_after=usage["time_left"])
+
+
+@csrf_exempt
+def events(request: HttpRequest) -> JsonResponse:
+    """`POST /api/v1/events`: a browser's `view` or `add_to_cart` (SPEC 5, checks in order)."""
+    if request.method == "OPTIONS":
+        return _preflight(request)
+    origin = _origin(request)
+    site = None
+    cors_origin = None
+    try:
+        if request.method != "POST":
+            raise Refused(405, "method_not_allowed", "Use POST.")
+        data = _parse(request)
+        site = Site.objects.filter(public_key=data["key"], is_active=True).first()
+        if site is None:
+            raise Refused(404, "unknown_site", "No active site has this key.", field="key")
+        if origin is None or origin not in site.origins:
+            raise Refused(403, "forbidden_origin", "This origin is not allowed for this site.")
+        cors_origin = origin
+        if data["type"] not in BROWSER_KINDS:
+            raise Refused(
+                403, "forbidden_type", "A browser may only send 'view' or 'add_to_cart'.", field="type"
+            )
+        product = Product.objects.filter(site=site, sku=data["product"]).only("id").first()
+        if product is None:
+            raise Refused(
+                422, "unknown_product", "No product with this SKU in the site's catalog.", field="product"
+            )
+        ip = _client_ip(request)
+        user_agent = request.headers.get("User-Agent", "")
+        visitor = visitor_hash_compute(site_id=site.pk, ip=ip, user_agent=user_agent)
+        _rate_limit(request, visitor=visitor, ip=visitor_hash_compute(site_id=0, ip=ip, user_agent=""))
+    except Refused as exc:
+        return _error(exc, site_id=site.pk if site else None, cors_origin=cors_origin)
+
+    is_bot = user_agent_is_bot(user_agent)
+    repeat_view = data["type"] == "view" and not cache.add(
+        f"viewed:{product.pk}:{visitor}", 1, timeout=settings.CANDOR_VIEW_DEDUPE_S
+    )
+    if not repeat_view:
+        browser_event_record(
+            site_id=site.pk,
+            product_id=product.pk,
+            kind=data["type"],
+            visitor_hash=visitor,
+            is_bot=is_bot,
+            source=EventSource.BROWSER,
+            context=context_clean(data.get("context") or {}),
+        )
+    return _cors(JsonResponse({"accepted": True}, status=202), cors_origin)
