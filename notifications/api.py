@@ -8,14 +8,16 @@ import json
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
 from .identity import client_ip_resolve, user_agent_is_bot, visitor_hash_compute
-from .ingest import BROWSER_KINDS, browser_event_record, context_clean
+from .ingest import BROWSER_KINDS, Unacceptable, browser_event_record, context_clean, server_event_record
 from .models import EventSource, Product, Site, origin_normalize
 from .services import ingest_refusal_count
+from .signing import BadSignature, signed_site_verify
 
 MAX_BODY_BYTES = 8 * 1024
 EVENT_FIELDS = {"key", "type", "product", "context"}
@@ -28,8 +30,13 @@ class Refused(Exception):
         self.field, self.retry_after = field, retry_after
 
 
-def _error(exc: Refused, *, site_id: int | None, cors_origin: str | None) -> JsonResponse:
-    ingest_refusal_count(site_id=site_id, endpoint="events", code=exc.code)
+def _error(
+    exc: Refused, *, site_id: int | None, cors_origin: str | None = None, endpoint: str = "events"
+) -> JsonResponse:
+    try:
+        ingest_refusal_count(site_id=site_id, endpoint=endpoint, code=exc.code)
+    except DatabaseError:  # the answer must not depend on the counter (e.g. database down)
+        pass
     body = {"code": exc.code, "message": exc.message}
     if exc.field:
         body["field"] = exc.field
@@ -164,3 +171,42 @@ def events(request: HttpRequest) -> JsonResponse:
             context=context_clean(data.get("context") or {}),
         )
     return _cors(JsonResponse({"accepted": True}, status=202), cors_origin)
+
+
+SERVER_MAX_BODY_BYTES = 256 * 1024
+DB_RETRY_AFTER_S = 5
+
+
+@csrf_exempt
+def server_events(request: HttpRequest) -> JsonResponse:
+    """`POST /api/v1/server/events`: signed purchases, refunds, cancels and catalog upserts.
+
+    The signature is checked before anything else in the body; every failure up to and
+    including verification is 401 `bad_signature`. A 2xx is sent only after the commit; if the
+    database is unavailable the answer is 503 with Retry-After, never a 2xx.
+    """
+    site = None
+    try:
+        try:
+            if request.method != "POST":
+                raise Refused(405, "method_not_allowed", "Use POST.")
+            body = request.read(SERVER_MAX_BODY_BYTES + 1)
+            if len(body) > SERVER_MAX_BODY_BYTES:
+                raise Refused(413, "too_large", f"The body may be at most {SERVER_MAX_BODY_BYTES} bytes.")
+            try:
+                site = signed_site_verify(body=body, header=request.headers.get("Candor-Signature", ""))
+            except BadSignature as exc:
+                raise Refused(401, "bad_signature", str(exc)) from None
+            payload = json.loads(body)
+            if not isinstance(payload, dict):
+                raise Refused(400, "malformed", "The body must be a JSON object.")
+            try:
+                status, response = server_event_record(site=site, payload=payload, body=body)
+            except Unacceptable as exc:
+                raise Refused(exc.status, exc.code, exc.message, field=exc.field) from None
+        except Refused as exc:
+            return _error(exc, site_id=site.pk if site else None, endpoint="server_events")
+    except DatabaseError:
+        exc = Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S)
+        return _error(exc, site_id=None, endpoint="server_events")
+    return JsonResponse(response, status=status)

@@ -1,9 +1,14 @@
 """Event in → validated → ledger. Browser events carry no proof, so they are never `verified`
 and can never be a purchase (SPEC 2.4)."""
 
+import datetime as dt
+import hashlib
+
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from .models import Event, EventKind, EventSource
+from .models import Event, EventKind, EventSource, Product, ServerDelivery, Site
 
 BROWSER_KINDS = frozenset({EventKind.VIEW, EventKind.ADD_TO_CART})
 
@@ -55,3 +60,137 @@ def browser_event_record(
         is_bot=is_bot,
         context=context or {},
     )
+
+
+# --- Signed server events ----------------------------------------------------------------
+
+
+class Unacceptable(Exception):
+    """Valid JSON that cannot be accepted (422), or a conflict (409)."""
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 422, code: str = "invalid"):
+        super().__init__(message)
+        self.message, self.field, self.status, self.code = message, field, status, code
+
+
+SERVER_TYPES = ("purchase", "refund", "cancel", "catalog")
+
+
+def _occurred_at(raw) -> "dt.datetime":
+    if not isinstance(raw, str):
+        raise Unacceptable("'occurred_at' must be an ISO 8601 time", field="occurred_at")
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Unacceptable("'occurred_at' must be an ISO 8601 time", field="occurred_at") from None
+    if value.tzinfo is None:
+        raise Unacceptable("'occurred_at' needs a time zone offset", field="occurred_at")
+    now = timezone.now()
+    if value > now + dt.timedelta(seconds=60):
+        raise Unacceptable("'occurred_at' is in the future", field="occurred_at")
+    if value < now - dt.timedelta(days=settings.CANDOR_RETENTION_DAYS):
+        raise Unacceptable("'occurred_at' is older than the retention window", field="occurred_at")
+    return value
+
+
+def _items(raw, *, required: bool) -> list[tuple[str, int]]:
+    if raw is None and not required:
+        return []
+    if not isinstance(raw, list) or (required and not raw):
+        raise Unacceptable("'items' must be a non-empty list of {product, quantity}", field="items")
+    items = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("product"), str) or not item["product"]:
+            raise Unacceptable("each item needs a 'product' SKU", field="items")
+        quantity = item.get("quantity", 1)
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= 100_000:
+            raise Unacceptable("each item's 'quantity' must be a whole number from 1", field="items")
+        items.append((item["product"], quantity))
+    return items
+
+
+def _text(payload: dict, name: str) -> str:
+    value = payload.get(name)
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise Unacceptable(f"'{name}' must be a non-empty string of at most 200 characters", field=name)
+    return value
+
+
+@transaction.atomic
+def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int, dict]:
+    """Record a verified server event; returns (HTTP status, response body).
+
+    Committed before the caller answers 2xx. Idempotent on `event_id` (and, for a purchase, on
+    its order id): a repeat answers 200 with `"duplicate": true`; the same key with a different
+    body is 409.
+    """
+    kind = payload.get("type")
+    if kind not in SERVER_TYPES:
+        raise Unacceptable(f"'type' must be one of {', '.join(SERVER_TYPES)}", field="type")
+    event_id = _text(payload, "event_id")
+    digest = hashlib.sha256(body).hexdigest()
+    previous = ServerDelivery.objects.select_for_update().filter(site=site, idempotency_key=event_id).first()
+    if previous is not None:
+        if previous.body_sha256 != digest:
+            raise Unacceptable(
+                "this event_id was already used with a different body",
+                field="event_id",
+                status=409,
+                code="conflict",
+            )
+        return 200, {**previous.response, "duplicate": True}
+
+    if kind == "catalog":
+        from .services import SiteError, products_upsert
+
+        try:
+            result = products_upsert(site=site, items=payload.get("items"))
+        except SiteError as exc:
+            raise Unacceptable(str(exc), field="items") from None
+        response = {
+            "accepted": True,
+            "duplicate": False,
+            "created": result.created,
+            "updated": result.updated,
+        }
+    else:
+        occurred_at = _occurred_at(payload.get("occurred_at"))
+        order_id = _text(payload, "order_id")
+        items = _items(payload.get("items"), required=kind == "purchase")
+        if (
+            kind == "purchase"
+            and Event.objects.filter(site=site, kind="purchase", order_id=order_id).exists()
+        ):
+            # The order id is an idempotency key too: one order counts at most once.
+            response = {"accepted": True, "duplicate": True, "refused_items": []}
+            ServerDelivery.objects.create(
+                site=site, idempotency_key=event_id, body_sha256=digest, response=response
+            )
+            return 200, response
+        products = {p.sku: p for p in Product.objects.filter(site=site, sku__in=[sku for sku, _ in items])}
+        refused = [sku for sku, _ in items if sku not in products]
+        is_test = payload.get("test") is True
+        common = {
+            "site": site,
+            "kind": kind,
+            "source": EventSource.SERVER,
+            "occurred_at": occurred_at,
+            "order_id": order_id,
+            "verified": True,
+            "is_test": is_test,
+        }
+        if kind != "purchase" and not items:
+            # A whole-order refund or cancel: it withdraws every line of the order.
+            Event.objects.create(**common, idempotency_key=f"{event_id}:*")
+        for index, (sku, quantity) in enumerate(items):
+            if sku in products:
+                Event.objects.create(
+                    **common, product=products[sku], quantity=quantity, idempotency_key=f"{event_id}:{index}"
+                )
+        response = {"accepted": True, "duplicate": False, "refused_items": refused}
+        from .services import ingest_refusal_count
+
+        for _ in refused:
+            ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
+    ServerDelivery.objects.create(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
+    return 202, response

@@ -233,3 +233,19 @@ class IngestRefusal(models.Model):
                 nulls_distinct=False,
             )
         ]
+
+
+class ServerDelivery(models.Model):
+    """One accepted signed request, by its idempotency key, so a repeat counts once and the
+    same key with another body is a conflict (SPEC 5)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    idempotency_key = models.CharField(max_length=200)
+    body_sha256 = models.CharField(max_length=64)
+    response = models.JSONField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "idempotency_key"], name="server_delivery_key_per_site")
+        ]

@@ -1,0 +1,66 @@
+"""Server-to-server signatures (SPEC 5): `Candor-Signature: t=<unix s>,v1=<hex>[,v1=<hex>…]`,
+HMAC-SHA256 of "<t>.<raw body>" with one of the site's active secrets (Stripe's scheme)."""
+
+import hashlib
+import hmac
+import json
+import time
+
+from .models import Site, SiteSecret
+
+TOLERANCE_S = 300
+MAX_HEADER_CHARS = 2048
+
+
+class BadSignature(Exception):
+    pass
+
+
+def signature_header_make(*, secret: str, body: bytes, t: int | None = None) -> str:
+    """What a store's backend sends; used by the demo checkout and the tests."""
+    t = int(time.time()) if t is None else t
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def _header_parse(header: str) -> tuple[int, list[str]]:
+    if not header or len(header) > MAX_HEADER_CHARS:
+        raise BadSignature("missing or oversized Candor-Signature header")
+    t = None
+    signatures = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit() and t is None:
+            t = int(value)
+        elif name == "v1" and value:
+            signatures.append(value.lower())
+    if t is None or not signatures:
+        raise BadSignature("Candor-Signature needs t=<unix seconds> and at least one v1=<hex>")
+    return t, signatures
+
+
+def signed_site_verify(*, body: bytes, header: str, now: float | None = None) -> Site:
+    """The site whose active secret signed `body`, or BadSignature.
+
+    Only the top-level `key` is read before verification, to pick the site's secrets.
+    """
+    t, signatures = _header_parse(header)
+    now = time.time() if now is None else now
+    if abs(now - t) > TOLERANCE_S:
+        raise BadSignature("the signature's timestamp is more than 300 s from server time")
+    try:
+        key = json.loads(body).get("key")
+    except (ValueError, AttributeError):
+        raise BadSignature("the body is not a JSON object naming the site's key") from None
+    if not isinstance(key, str):
+        raise BadSignature("the body names no site key")
+    site = Site.objects.filter(public_key=key, is_active=True).first()
+    if site is None:
+        raise BadSignature("unknown site key")
+    signed = f"{t}.".encode() + body
+    secrets = SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True)
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        if any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+            return site
+    raise BadSignature("no v1 signature matches an active secret")
