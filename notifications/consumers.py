@@ -99,6 +99,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
         del user_agent  # never kept beyond the hash (SPEC 2.7)
         self.target: WidgetTarget = target
+        self.key = key
         self.socket_id = uuid.uuid4().hex
         self.visible = False
         self.paused = False
@@ -212,7 +213,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if isinstance(message.get("context"), dict):
             self.context = context_clean(message["context"])
         if sku != self.target.sku:  # a single-page app moved to another product
-            target = await database_sync_to_async(widget_target_get)(key=self._key(), sku=sku)
+            target = await database_sync_to_async(widget_target_get)(key=self.key, sku=sku)
             if target is None or target.site_id != self.target.site_id:
                 return False
             await self._leave_product()
@@ -252,7 +253,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             return False  # a browser can never report a purchase (SPEC 2.4)
         target = self.target
         if sku != target.sku:
-            target = await database_sync_to_async(widget_target_get)(key=self._key(), sku=sku)
+            target = await database_sync_to_async(widget_target_get)(key=self.key, sku=sku)
             if target is None or target.site_id != self.target.site_id:
                 return False
         await database_sync_to_async(browser_event_record)(
@@ -273,10 +274,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     }
 
     # --- helpers -----------------------------------------------------------------------
-    def _key(self) -> str:
-        params = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        return (params.get("key") or [""])[0]
-
     async def _leave_product(self) -> None:
         was_visible = self.visible
         await self.hub.leave(self, self.product_id)

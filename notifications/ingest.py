@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Event, EventKind, EventSource, Product, ServerDelivery, Site
+from .services import SiteError, ingest_refusal_count, products_upsert
 
 BROWSER_KINDS = frozenset({EventKind.VIEW, EventKind.ADD_TO_CART})
 
@@ -141,8 +142,6 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         return 200, {**previous.response, "duplicate": True}
 
     if kind == "catalog":
-        from .services import SiteError, products_upsert
-
         try:
             result = products_upsert(site=site, items=payload.get("items"))
         except SiteError as exc:
@@ -188,8 +187,6 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                     **common, product=products[sku], quantity=quantity, idempotency_key=f"{event_id}:{index}"
                 )
         response = {"accepted": True, "duplicate": False, "refused_items": refused}
-        from .services import ingest_refusal_count
-
         for _ in refused:
             ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
     ServerDelivery.objects.create(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
