@@ -4,7 +4,9 @@ Errors are `{"error": {"code", "message"[, "field"]}}` with the status SPEC 5 na
 `Retry-After`.
 """
 
+import hashlib
 import json
+import re
 
 from django.conf import settings
 from django.core.cache import cache
@@ -18,8 +20,10 @@ from .ingest import BROWSER_KINDS, Unacceptable, browser_event_record, context_c
 from .models import EventSource, Product, Site, origin_normalize
 from .services import ingest_refusal_count
 from .signing import BadSignature, signed_site_verify
+from .webhooks import order_news_record, platform_signature_valid, shopify_news, woocommerce_news
 
 MAX_BODY_BYTES = 8 * 1024
+DB_RETRY_AFTER_S = 5
 EVENT_FIELDS = {"key", "type", "product", "context"}
 
 
@@ -124,7 +128,18 @@ def _rate_limit(request: HttpRequest, *, visitor: str, ip: str) -> None:
 
 @csrf_exempt
 def events(request: HttpRequest) -> JsonResponse:
-    """`POST /api/v1/events`: a browser's `view` or `add_to_cart` (SPEC 5, checks in order)."""
+    """`POST /api/v1/events`: a browser's `view` or `add_to_cart` (SPEC 5, checks in order).
+
+    A 202 is sent after the event's row is committed; with the database down the answer is 503
+    with Retry-After, so the page (or its retry) knows it was not recorded."""
+    try:
+        return _events(request)
+    except DatabaseError:
+        exc = Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S)
+        return _error(exc, site_id=None, cors_origin=None)
+
+
+def _events(request: HttpRequest) -> JsonResponse:
     if request.method == "OPTIONS":
         return _preflight(request)
     origin = _origin(request)
@@ -174,7 +189,6 @@ def events(request: HttpRequest) -> JsonResponse:
 
 
 SERVER_MAX_BODY_BYTES = 256 * 1024
-DB_RETRY_AFTER_S = 5
 
 
 @csrf_exempt
@@ -210,3 +224,87 @@ def server_events(request: HttpRequest) -> JsonResponse:
         exc = Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S)
         return _error(exc, site_id=None, endpoint="server_events")
     return JsonResponse(response, status=status)
+
+
+WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
+WOOCOMMERCE_PING = re.compile(rb"webhook_id=\d+")
+PLATFORMS = {
+    # platform: (signature header, topic header, delivery id headers, reader, secret field)
+    "shopify": (
+        "X-Shopify-Hmac-Sha256",
+        "X-Shopify-Topic",
+        ("X-Shopify-Webhook-Id", "X-Shopify-Event-Id"),
+        shopify_news,
+        "shopify_secret",
+    ),
+    "woocommerce": (
+        "X-WC-Webhook-Signature",
+        "X-WC-Webhook-Topic",
+        ("X-WC-Webhook-Delivery-ID",),
+        woocommerce_news,
+        "woocommerce_secret",
+    ),
+}
+
+
+def platform_webhook(request: HttpRequest, *, platform: str, key: str) -> JsonResponse:
+    """`POST /api/v1/webhooks/<platform>/<pk_key>`: a verified order delivery, answered 200 once it
+    is committed (SPEC 5). Unused topics and WooCommerce's ping answer 200 and record nothing."""
+    signature_header, topic_header, delivery_headers, reader, secret_field = PLATFORMS[platform]
+    endpoint = f"{platform}_webhook"
+    site = None
+    try:
+        try:
+            if request.method != "POST":
+                raise Refused(405, "method_not_allowed", "Use POST.")
+            site = Site.objects.filter(public_key=key, is_active=True).first()
+            if site is None:
+                raise Refused(404, "unknown_site", "No active site has this key.")
+            body = request.read(WEBHOOK_MAX_BODY_BYTES + 1)
+            if len(body) > WEBHOOK_MAX_BODY_BYTES:
+                raise Refused(413, "too_large", f"The body may be at most {WEBHOOK_MAX_BODY_BYTES} bytes.")
+            if platform == "woocommerce" and WOOCOMMERCE_PING.fullmatch(body.strip()):
+                return JsonResponse({"accepted": True, "ping": True}, status=200)
+            secret = getattr(site, secret_field)
+            if not secret:
+                raise Refused(401, "bad_signature", f"This site has no {platform} webhook secret set.")
+            if not platform_signature_valid(
+                secret=secret, body=body, header=request.headers.get(signature_header, "")
+            ):
+                raise Refused(401, "bad_signature", f"{signature_header} does not match the body.")
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                raise Refused(400, "malformed", "The body is not valid JSON.") from None
+            if not isinstance(payload, dict):
+                raise Refused(400, "malformed", "The body must be a JSON object.")
+            topic = request.headers.get(topic_header, "")
+            try:
+                news = reader(topic, payload)
+                if news is None:
+                    return JsonResponse({"accepted": True, "ignored": True, "topic": topic[:100]}, status=200)
+                delivery_id = next(
+                    (request.headers[h] for h in delivery_headers if request.headers.get(h)),
+                    hashlib.sha256(body).hexdigest(),
+                )
+                response = order_news_record(
+                    site=site, platform=platform, delivery_id=delivery_id, body=body, news=news
+                )
+            except Unacceptable as exc:
+                raise Refused(exc.status, exc.code, exc.message, field=exc.field) from None
+        except Refused as exc:
+            return _error(exc, site_id=site.pk if site else None, endpoint=endpoint)
+    except DatabaseError:
+        exc = Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S)
+        return _error(exc, site_id=None, endpoint=endpoint)
+    return JsonResponse(response, status=200)
+
+
+@csrf_exempt
+def shopify_webhook(request: HttpRequest, key: str) -> JsonResponse:
+    return platform_webhook(request, platform="shopify", key=key)
+
+
+@csrf_exempt
+def woocommerce_webhook(request: HttpRequest, key: str) -> JsonResponse:
+    return platform_webhook(request, platform="woocommerce", key=key)
