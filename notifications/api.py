@@ -16,8 +16,16 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
 from .identity import client_ip_resolve, user_agent_is_bot, visitor_hash_compute
-from .ingest import BROWSER_KINDS, Unacceptable, browser_event_record, context_clean, server_event_record
+from .ingest import (
+    BROWSER_KINDS,
+    Unacceptable,
+    browser_event_record,
+    contains_nul,
+    context_clean,
+    server_event_record,
+)
 from .models import EventSource, Product, Site, origin_normalize
+from .selectors import site_active_by_key
 from .services import ingest_refusal_count
 from .signing import BadSignature, signed_site_verify
 from .webhooks import order_news_record, platform_signature_valid, shopify_news, woocommerce_news
@@ -108,6 +116,8 @@ def _parse(request: HttpRequest) -> dict:
     for name in ("key", "type", "product"):
         if not isinstance(data.get(name), str) or not data[name]:
             raise Refused(400, "malformed", f"'{name}' must be a non-empty string.", field=name)
+        if "\x00" in data[name]:
+            raise Refused(400, "malformed", f"'{name}' may not contain NUL characters.", field=name)
     if "context" in data and not isinstance(data["context"], dict):
         raise Refused(400, "malformed", "'context' must be an object.", field="context")
     unknown = sorted(set(data) - EVENT_FIELDS)
@@ -149,7 +159,7 @@ def _events(request: HttpRequest) -> JsonResponse:
         if request.method != "POST":
             raise Refused(405, "method_not_allowed", "Use POST.")
         data = _parse(request)
-        site = Site.objects.filter(public_key=data["key"], is_active=True).first()
+        site = site_active_by_key(key=data["key"])
         if site is None:
             raise Refused(404, "unknown_site", "No active site has this key.", field="key")
         if origin is None or origin not in site.origins:
@@ -214,6 +224,8 @@ def server_events(request: HttpRequest) -> JsonResponse:
             payload = json.loads(body)
             if not isinstance(payload, dict):
                 raise Refused(400, "malformed", "The body must be a JSON object.")
+            if contains_nul(payload):
+                raise Refused(400, "malformed", "Strings may not contain NUL characters.")
             try:
                 status, response = server_event_record(site=site, payload=payload, body=body)
             except Unacceptable as exc:
@@ -257,7 +269,7 @@ def platform_webhook(request: HttpRequest, *, platform: str, key: str) -> JsonRe
         try:
             if request.method != "POST":
                 raise Refused(405, "method_not_allowed", "Use POST.")
-            site = Site.objects.filter(public_key=key, is_active=True).first()
+            site = site_active_by_key(key=key)
             if site is None:
                 raise Refused(404, "unknown_site", "No active site has this key.")
             body = request.read(WEBHOOK_MAX_BODY_BYTES + 1)
@@ -278,6 +290,8 @@ def platform_webhook(request: HttpRequest, *, platform: str, key: str) -> JsonRe
                 raise Refused(400, "malformed", "The body is not valid JSON.") from None
             if not isinstance(payload, dict):
                 raise Refused(400, "malformed", "The body must be a JSON object.")
+            if contains_nul(payload):
+                raise Refused(400, "malformed", "Strings may not contain NUL characters.")
             topic = request.headers.get(topic_header, "")
             try:
                 news = reader(topic, payload)

@@ -20,6 +20,22 @@ CONTEXT_KEYS = frozenset({"locale", "country", "device", "referrer", "campaign",
 CONTEXT_VALUE_MAX = 64
 
 
+def contains_nul(value) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL; input carrying one is malformed (400)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def context_clean(raw: dict) -> dict[str, str]:
     clean = {}
     for key, value in raw.items():
@@ -27,7 +43,7 @@ def context_clean(raw: dict) -> dict[str, str]:
             continue
         if key in CONTEXT_KEYS or (key.startswith("hint_") and len(key) <= 40):
             text = str(value).lower() if isinstance(value, bool) else value
-            if "@" not in text:
+            if "@" not in text and "\x00" not in text and "\x00" not in key:
                 clean[key] = text[:CONTEXT_VALUE_MAX]
     return clean
 

@@ -22,6 +22,8 @@ _targets: dict[tuple[str, str], tuple[float, WidgetTarget | None]] = {}
 
 def widget_target_get(*, key: str, sku: str) -> WidgetTarget | None:
     """The active site with public key `key` and its product `sku`, or None."""
+    if not (key_plausible(key) and key_plausible(sku)):
+        return None
     now = time.monotonic()
     cached = _targets.get((key, sku))
     if cached is not None and cached[0] > now:
@@ -51,5 +53,19 @@ def widget_targets_forget() -> None:
     _targets.clear()
 
 
+def key_plausible(value) -> bool:
+    """A string that could be a key or SKU. PostgreSQL refuses NUL in text, so such input must be
+    turned away before a query, as bad input, not become a database error."""
+    return isinstance(value, str) and 0 < len(value) <= 200 and "\x00" not in value
+
+
 def site_by_key(*, key: str) -> Site | None:
+    if not key_plausible(key):
+        return None
     return Site.objects.filter(public_key=key).first()
+
+
+def site_active_by_key(*, key: str) -> Site | None:
+    if not key_plausible(key):
+        return None
+    return Site.objects.filter(public_key=key, is_active=True).first()

@@ -7,6 +7,7 @@ import json
 import time
 
 from .models import Site, SiteSecret
+from .selectors import site_active_by_key
 
 TOLERANCE_S = 300
 MAX_HEADER_CHARS = 2048
@@ -54,7 +55,7 @@ def signed_site_verify(*, body: bytes, header: str, now: float | None = None) ->
         raise BadSignature("the body is not a JSON object naming the site's key") from None
     if not isinstance(key, str):
         raise BadSignature("the body names no site key")
-    site = Site.objects.filter(public_key=key, is_active=True).first()
+    site = site_active_by_key(key=key)
     if site is None:
         raise BadSignature("unknown site key")
     signed = f"{t}.".encode() + body
