@@ -155,7 +155,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         return self.force_snapshot or shown.text != decision.text
 
     def claim_message(self, decision: Decision, notification_id: int) -> ServerMessage:
-        self.force_snapshot = False
         claim: Claim = decision.claim  # type: ignore[assignment]
         previous = self.shown.get(decision.kind)
         self.shown[decision.kind] = _Shown(notification_id, decision.text)
@@ -173,13 +172,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
 
     def withdraw_message(self, kind: str) -> WithdrawMessage | None:
-        self.force_snapshot = False
         shown = self.shown.pop(kind, None)
         return WithdrawMessage(type="withdraw", id=shown.id) if shown else None
 
-    def withdraw_all_message(self) -> WithdrawMessage | None:
-        # One toast kind is live so far (viewing_now); the list grows with the live engine.
-        return self.withdraw_message("viewing_now")
+    def withdraw_all_messages(self) -> list[WithdrawMessage]:
+        shown, self.shown = self.shown, {}
+        return [WithdrawMessage(type="withdraw", id=item.id) for item in shown.values()]
 
     async def send_message(self, message: ServerMessage) -> None:
         await self.send(text_data=json.dumps(message, separators=(",", ":")))

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from .models import Event, EventKind, EventSource, Product, ServerDelivery, Site
 from .services import SiteError, ingest_refusal_count, products_upsert
+from .streaming import ledger_changed_on_commit
 
 BROWSER_KINDS = frozenset({EventKind.VIEW, EventKind.ADD_TO_CART})
 
@@ -65,6 +66,8 @@ def browser_event_record(
     if kind not in BROWSER_KINDS:
         raise ForbiddenKind(kind)
     now = timezone.now()
+    if kind == EventKind.ADD_TO_CART and not is_bot:
+        ledger_changed_on_commit([product_id])
     return Event.objects.create(
         site_id=site_id,
         product_id=product_id,
@@ -76,6 +79,15 @@ def browser_event_record(
         verified=False,
         is_bot=is_bot,
         context=context or {},
+    )
+
+
+def order_products(*, site: Site, order_id: str) -> list[int]:
+    """The products an order's purchases name: what a whole-order withdrawal changes."""
+    return list(
+        Event.objects.filter(site=site, order_id=order_id, kind=EventKind.PURCHASE, product__isnull=False)
+        .values_list("product_id", flat=True)
+        .distinct()
     )
 
 
@@ -197,11 +209,13 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         if kind != "purchase" and not items:
             # A whole-order refund or cancel: it withdraws every line of the order.
             Event.objects.create(**common, idempotency_key=f"{event_id}:*")
+            ledger_changed_on_commit(order_products(site=site, order_id=order_id))
         for index, (sku, quantity) in enumerate(items):
             if sku in products:
                 Event.objects.create(
                     **common, product=products[sku], quantity=quantity, idempotency_key=f"{event_id}:{index}"
                 )
+        ledger_changed_on_commit(products[sku].pk for sku, _ in items if sku in products)
         response = {"accepted": True, "duplicate": False, "refused_items": refused}
         for _ in refused:
             ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")

@@ -1,7 +1,16 @@
-"""True metrics, each a lower bound over an explicit window, each with its evidence."""
+"""True metrics, each a lower bound over an explicit window, each with its evidence.
+
+Presence metrics are computed from what `presence.py` read; ledger metrics read the `Event`
+ledger (verified purchases only, refunds and cancels withdrawn, bots and test orders never
+counted). Nothing here decides what is shown: that is the policy's job."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import TruncDate
+
+from .models import Event, EventKind
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,148 @@ def viewing_now(*, visitors: set[str], recipient: str, ttl_s: int, at: datetime)
             "distinct_visitors": len(visitors),
             "recipient_excluded": recipient in visitors,
             "presence_ttl_s": ttl_s,
+            "computed_at": at.isoformat(),
+        },
+    )
+
+
+# --- From the ledger -----------------------------------------------------------------------
+# Windows are explicit and rolling (SPEC 3: "in the last 24 hours", never "this week").
+RECENT_PURCHASE_WINDOW_S = 3600
+COUNT_WINDOWS_S = (86_400, 7 * 86_400)
+EVIDENCE_IDS_MAX = 100
+WITHDRAWALS = (EventKind.REFUND, EventKind.CANCEL)
+
+
+def _purchases_live(*, product_id: int, since: datetime, at: datetime):
+    """Verified, non-test purchases of the product in (since, at] that no refund or cancel
+    recorded by `at` withdraws — whichever arrived first (SPEC 2.4). A whole-order withdrawal has
+    no product; a line withdrawal names this product."""
+    withdrawn = Event.objects.filter(
+        site_id=OuterRef("site_id"),
+        order_id=OuterRef("order_id"),
+        kind__in=WITHDRAWALS,
+        received_at__lte=at,
+    ).filter(Q(product__isnull=True) | Q(product_id=OuterRef("product_id")))
+    return Event.objects.filter(
+        product_id=product_id,
+        kind=EventKind.PURCHASE,
+        verified=True,
+        is_test=False,
+        is_bot=False,
+        occurred_at__gt=since,
+        occurred_at__lte=at,
+        received_at__lte=at,
+    ).filter(~Exists(withdrawn))
+
+
+def recent_purchase(
+    *, product_id: int, at: datetime, window_s: int = RECENT_PURCHASE_WINDOW_S
+) -> Metric | None:
+    """The most recent live purchase inside the window, at its own time; None if there is none.
+
+    `true_value` is its age in whole seconds (the widget shows whole minutes, floored)."""
+    row = (
+        _purchases_live(product_id=product_id, since=at - timedelta(seconds=window_s), at=at)
+        .order_by("-occurred_at", "-id")
+        .values("id", "occurred_at")
+        .first()
+    )
+    if row is None:
+        return None
+    return Metric(
+        metric="recent_purchase",
+        true_value=max(0, int((at - row["occurred_at"]).total_seconds())),
+        window_s=window_s,
+        evidence={
+            "event_ids": [row["id"]],
+            "occurred_at": row["occurred_at"].isoformat(),
+            "window_s": window_s,
+            "computed_at": at.isoformat(),
+        },
+    )
+
+
+def purchases_in_window(*, product_id: int, at: datetime, windows_s=COUNT_WINDOWS_S) -> list[Metric]:
+    """Distinct live orders of the product in each rolling window (orders, not units)."""
+    widest = max(windows_s)
+    rows = list(
+        _purchases_live(product_id=product_id, since=at - timedelta(seconds=widest), at=at)
+        .order_by("-occurred_at")
+        .values_list("id", "order_id", "occurred_at")
+    )
+    result = []
+    for window_s in sorted(windows_s):
+        since = at - timedelta(seconds=window_s)
+        inside = [(event_id, order_id) for event_id, order_id, occurred_at in rows if occurred_at > since]
+        orders = {order_id for _, order_id in inside}
+        result.append(
+            Metric(
+                metric="purchases_in_window",
+                true_value=len(orders),
+                window_s=window_s,
+                evidence={
+                    "aggregate": "distinct verified orders not refunded or cancelled",
+                    "orders": len(orders),
+                    "window_s": window_s,
+                    "event_ids": [event_id for event_id, _ in inside[:EVIDENCE_IDS_MAX]],
+                    "computed_at": at.isoformat(),
+                },
+            )
+        )
+    return result
+
+
+def add_to_cart_in_window(*, product_id: int, at: datetime, window_s: int = COUNT_WINDOWS_S[0]) -> Metric:
+    """Distinct shoppers who added the product to their cart in the window.
+
+    A visitor's hash changes with the daily salt, so one shopper on both sides of midnight UTC
+    has two hashes. Summing the days could count them twice; the largest single day's distinct
+    count never can, so that is the lower bound reported (SPEC 2.1)."""
+    per_day = (
+        Event.objects.filter(
+            product_id=product_id,
+            kind=EventKind.ADD_TO_CART,
+            is_bot=False,
+            occurred_at__gt=at - timedelta(seconds=window_s),
+            occurred_at__lte=at,
+        )
+        .exclude(visitor_hash="")
+        .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
+        .values("day")
+        .annotate(shoppers=Count("visitor_hash", distinct=True))
+    )
+    days = {row["day"].isoformat(): row["shoppers"] for row in per_day}
+    return Metric(
+        metric="add_to_cart_in_window",
+        true_value=max(days.values(), default=0),
+        window_s=window_s,
+        evidence={
+            "aggregate": "distinct non-bot visitors adding to cart; the largest single UTC day",
+            "per_day": days,
+            "window_s": window_s,
+            "computed_at": at.isoformat(),
+        },
+    )
+
+
+def product_ledger_metrics(*, product_id: int, at: datetime) -> list[Metric]:
+    """Every ledger metric a product page could be shown, computed once per update round."""
+    found = [recent_purchase(product_id=product_id, at=at)]
+    found += purchases_in_window(product_id=product_id, at=at)
+    found.append(add_to_cart_in_window(product_id=product_id, at=at))
+    return [metric for metric in found if metric is not None]
+
+
+def shoppers_on_site_now(*, visitors: set[str], ttl_s: int, at: datetime) -> Metric:
+    """Distinct non-bot visitors with a visible page anywhere on the site (presence)."""
+    return Metric(
+        metric="shoppers_on_site_now",
+        true_value=len(visitors),
+        window_s=ttl_s,
+        evidence={
+            "aggregate": "distinct visitor hashes with a visible page on any of the site's products",
+            "distinct_visitors": len(visitors),
             "computed_at": at.isoformat(),
         },
     )

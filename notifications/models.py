@@ -165,7 +165,11 @@ class Event(models.Model):
                 name="event_idempotency_key_per_site",
             )
         ]
-        indexes = [models.Index(fields=["product", "kind", "occurred_at"])]
+        indexes = [
+            models.Index(fields=["product", "kind", "occurred_at"]),
+            # Withdrawals are looked up by order (metrics.py, webhooks.py).
+            models.Index(fields=["site", "order_id"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from . import metrics
 from .policy import Decision, decide, policy_default
+from .policy.decision import LIVE_KINDS
 from .presence import Entry, presence_store
 from .services import notification_log_record
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGES_CHANNEL = "candor:v1:changes"
+LEDGER_KINDS = tuple(sorted(LIVE_KINDS - {"viewing_now"}))
 
 # Counted refusals by reason; the admin view of them comes with the policy layer (issue 5).
 refusals: Counter[str] = Counter()
@@ -100,7 +103,8 @@ class Hub:
             log.exception("update round failed for product %s", product_id)
 
     async def round(self, product_id: int) -> None:
-        """Recompute and send: one presence read, then one decision per distinct true value."""
+        """Recompute and send: one presence read and one ledger read for the product, then one
+        decision per distinct (kind, true value), shared by every recipient it applies to."""
         recipients = [c for c in self.sockets.get(product_id, ()) if c.listening]
         if not recipients:
             return
@@ -110,30 +114,31 @@ class Hub:
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
             self._degraded = True
-            await _send_all([(c, c.withdraw_all_message()) for c in recipients])
+            await _send_all([(c, m) for c in recipients for m in c.withdraw_all_messages()])
             return
         now = timezone.now()
         policy = policy_default()
-        decisions: dict[int, Decision | None] = {}
+        ledger = await database_sync_to_async(metrics.product_ledger_metrics)(product_id=product_id, at=now)
+        # The same for every viewer of the product: one decision per kind, narrowest window first.
+        shared: dict[str, Decision | None] = {kind: None for kind in LEDGER_KINDS}
+        for metric in ledger:
+            if shared.get(metric.metric) is None:
+                shared[metric.metric] = _decided(metric, policy)
+        by_viewers: dict[int, Decision | None] = {}
         per_claim: dict[tuple, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
-        withdrawals = []
+        outgoing = []
         for consumer in recipients:
             metric = metrics.viewing_now(visitors=visitors, recipient=consumer.visitor, ttl_s=ttl_s, at=now)
-            if metric.true_value not in decisions:
-                result = decide(metric=metric, policy=policy)
-                if isinstance(result, Decision):
-                    decisions[metric.true_value] = result
-                else:
-                    refusals[result.reason] += 1
-                    decisions[metric.true_value] = None
-            decision = decisions[metric.true_value]
-            if decision is None:
-                message = consumer.withdraw_message("viewing_now")
-                if message:
-                    withdrawals.append((consumer, message))
-            elif consumer.needs(decision):
-                per_claim[(decision.text, decision.displayed)].append((consumer, decision))
-        outgoing = list(withdrawals)
+            if metric.true_value not in by_viewers:
+                by_viewers[metric.true_value] = _decided(metric, policy)
+            for kind, decision in (("viewing_now", by_viewers[metric.true_value]), *shared.items()):
+                if decision is None:
+                    message = consumer.withdraw_message(kind)
+                    if message:
+                        outgoing.append((consumer, message))
+                elif consumer.needs(decision):
+                    claim_key = (decision.kind, decision.text, decision.displayed, decision.window_s)
+                    per_claim[claim_key].append((consumer, decision))
         for group in per_claim.values():
             lowest = min(group, key=lambda pair: pair[1].true_value)[1]
             notification_id = await database_sync_to_async(notification_log_record)(
@@ -149,6 +154,8 @@ class Hub:
             )
             for consumer, decision in group:
                 outgoing.append((consumer, consumer.claim_message(decision, notification_id)))
+        for consumer in recipients:
+            consumer.force_snapshot = False
         await _send_all(outgoing)
 
     # --- background: subscription and presence refresh ---------------------------------
@@ -234,11 +241,19 @@ class Hub:
         for product_id in await store.prune(list(self.sockets)):
             await self.changed(product_id)
 
+    def _tick_ledger_claims(self) -> None:
+        """Ledger claims age with the clock ("bought 8 minutes ago", windows rolling on): every
+        refresh, products showing one get a round, so minutes advance and expired claims go."""
+        for product_id, members in list(self.sockets.items()):
+            if any(kind in LEDGER_KINDS for c in members for kind in c.shown):
+                self.on_change(product_id)
+
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(settings.CANDOR_PRESENCE_TTL_S / 3)
             try:
                 was_degraded = self._degraded
+                self._tick_ledger_claims()
                 await self.refresh_now()
                 if was_degraded and not self._redis_url:
                     await self._recovered()
@@ -246,7 +261,57 @@ class Hub:
                 log.warning("presence refresh failed (%s)", exc)
                 self._degraded = True
                 for members in list(self.sockets.values()):
-                    await _send_all([(c, c.withdraw_all_message()) for c in members])
+                    await _send_all([(c, m) for c in members for m in c.withdraw_all_messages()])
+
+
+def _decided(metric: metrics.Metric, policy) -> Decision | None:
+    result = decide(metric=metric, policy=policy)
+    if isinstance(result, Decision):
+        return result
+    refusals[result.reason] += 1
+    return None
+
+
+# --- ledger changes, after commit --------------------------------------------------------
+
+
+def ledger_changed_on_commit(product_ids) -> None:
+    """After the current transaction commits, tell every process these products' ledger
+    metrics changed (a purchase, refund or cancel landed)."""
+    ids = sorted({int(pid) for pid in product_ids if pid})
+    if ids:
+        transaction.on_commit(lambda: ledger_changed_now(ids))
+
+
+_sync_redis = None
+
+
+def ledger_changed_now(product_ids: list[int]) -> None:
+    """Called from sync code (views, tasks). With Redis: one PUBLISH per product, heard by every
+    process's hub. Embedded: straight to this process's hubs, on their own loops."""
+    global _sync_redis
+    url = settings.CANDOR_REDIS_URL
+    if url:
+        import redis
+
+        try:
+            if _sync_redis is None:
+                _sync_redis = redis.Redis.from_url(url)
+            with _sync_redis.pipeline(transaction=False) as pipe:
+                for product_id in product_ids:
+                    pipe.publish(CHANGES_CHANNEL, f"ledger:{product_id}")
+                pipe.execute()
+        except RedisError as exc:
+            # The purchase is committed; viewers see it on the next round (a refresh tick or
+            # a presence change). It is the claim that is late, never the ledger.
+            log.warning("could not publish a ledger change: %s", exc)
+        return
+    for loop, hub in list(_hubs.items()):
+        for product_id in product_ids:
+            try:
+                loop.call_soon_threadsafe(hub.on_change, product_id)
+            except RuntimeError:  # that loop is closed
+                pass
 
 
 async def _send_all(outgoing: list) -> None:

@@ -23,9 +23,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .ingest import Unacceptable
+from .ingest import Unacceptable, order_products
 from .models import Event, EventKind, Product, ServerDelivery, Site
 from .services import ingest_refusal_count
+from .streaming import ledger_changed_on_commit
 
 PAID, UNPAID, WITHDRAWN = "paid", "unpaid", "withdrawn"
 
@@ -249,6 +250,7 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
         )
     for _ in refused:
         ingest_refusal_count(site_id=site.pk, endpoint=f"{platform}_webhook", code="unknown_product")
+    ledger_changed_on_commit(order_products(site=site, order_id=news.order_id))
     response = {
         "accepted": True,
         "duplicate": False,
