@@ -1,0 +1,715 @@
+"""Fan-out of one update to N websockets, several designs measured in one run.
+
+    .venv/bin/python bench/fanout.py [--sockets 3000] [--rounds 6]
+
+Designs, each served by its own uvicorn process (same flags) while the same client processes
+hold the N sockets:
+
+  raw     bench/raw_app.py: a bare ASGI app loops `await send(...)` over its sockets (the ceiling)
+  candor  config.asgi:application with Redis and PostgreSQL: presence, one PUBLISH on
+          `candor:v1:changes`, the hub's round (presence read, policy, one log row, sends)
+  pubsub  bench/group_app.py: Channels consumers in one group, `group_send` on
+          RedisPubSubChannelLayer
+  core    the same on RedisChannelLayer (channels-redis's default layer)
+
+A round: every client process is armed, the coordinator takes the trigger time and sends the
+trigger (a control-socket frame for raw/pubsub/core; for candor, one extra visitor's `page`
+message turning visible or hidden, which changes the true count every listener sees); each
+client process records when each of its sockets received its first message of the round and
+reports its last; the round's latency is the last receipt over all N minus the trigger time.
+Why candor's listeners are N tabs of a few visitors, not N visitors: bench/README.md.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DATABASE_URL = "postgres://postgres@127.0.0.1:5432/candor_bench"
+ORIGIN = "http://bench.test"
+SKU = "BENCH-FANOUT"
+UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
+UVICORN_FLAGS = ["--no-proxy-headers", "--ws-max-size", "65536", "--log-level", "warning", "--no-access-log"]
+# Candor's defaults (config/settings.py, notifications/policy/decision.py): below the minimum
+# nothing is shown; above the cap the text is "20+" and stops changing.
+CANDOR_MIN_COUNT = 3
+CANDOR_CAP = 20
+
+DESIGNS = {
+    "raw": "raw ASGI app, in-process send loop (ceiling)",
+    "candor": "Candor hub: config.asgi, Redis PUBLISH, local sends",
+    "pubsub": "Channels group_send, RedisPubSubChannelLayer",
+    "core": "Channels group_send, RedisChannelLayer",
+}
+
+
+def clock() -> float:
+    # CLOCK_MONOTONIC is one system-wide clock on Linux: receipt times taken in the client
+    # processes and the trigger time taken here compare directly, immune to wall-clock steps.
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def _line(message: dict) -> bytes:
+    return (json.dumps(message) + "\n").encode()
+
+
+# ======================================================================================
+# Client process: holds its share of the sockets and reports receipt times.
+# ======================================================================================
+class ClientWorker:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.sockets: list = []
+        self.readers: list[asyncio.Task] = []
+        self.displayed: list[str | None] = []
+        self.seen: list[int] = []
+        self.closed = 0
+        self._reset_round(-1)
+
+    def _reset_round(self, round_no: int) -> None:
+        self.armed = round_no
+        self.got = 0
+        self.first = math.inf
+        self.last = 0.0
+        self.types: Counter[str] = Counter()
+        self.values: Counter[str] = Counter()
+        self.done_sent = round_no < 0
+
+    def emit(self, message: dict) -> None:
+        self.writer.write(_line(message))
+
+    def _report(self, complete: bool) -> None:
+        self.done_sent = True
+        self.emit(
+            {
+                "op": "done",
+                "round": self.armed,
+                "complete": complete,
+                "got": self.got,
+                "expected": len(self.sockets),
+                "first": self.first if self.got else None,
+                "last": self.last if self.got else None,
+                "types": self.types,
+                "values": self.values,
+                "closed": self.closed,
+            }
+        )
+
+    async def _read(self, j: int, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for raw in ws:
+                t = clock()
+                message = json.loads(raw)
+                claim = message.get("claim") or {}
+                self.displayed[j] = claim.get("displayed")
+                if self.armed >= 0 and self.seen[j] != self.armed:
+                    self.seen[j] = self.armed
+                    self.got += 1
+                    self.first = min(self.first, t)
+                    self.last = max(self.last, t)
+                    self.types[message.get("type", "?")] += 1
+                    self.values[str(claim.get("displayed"))] += 1
+                    if self.got == len(self.sockets) and not self.done_sent:
+                        self._report(complete=True)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed += 1
+
+    async def connect(self, cmd: dict) -> None:
+        from websockets.asyncio.client import connect
+
+        gate = asyncio.Semaphore(cmd["concurrency"])
+        headers = {"Origin": ORIGIN}
+        errors: Counter[str] = Counter()
+
+        async def one(i: int):
+            modulus = cmd["visitors"]
+            user_agent = f"{UA} bench/{i % modulus if modulus else i}"
+            async with gate:
+                for attempt in range(4):
+                    try:
+                        ws = await connect(
+                            cmd["url"],
+                            additional_headers=headers,
+                            user_agent_header=user_agent,
+                            compression="deflate" if cmd["deflate"] else None,
+                            ping_interval=None,
+                            open_timeout=60,
+                            proxy=None,
+                        )
+                    except Exception as exc:  # counted and reported, then retried
+                        errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                        continue
+                    if cmd["hello"]:
+                        await ws.send(cmd["hello"])
+                    return ws
+            return None
+
+        results = await asyncio.gather(*(one(cmd["first"] + j) for j in range(cmd["count"])))
+        for ws in results:
+            if ws is None:
+                continue
+            j = len(self.sockets)
+            self.sockets.append(ws)
+            self.displayed.append(None)
+            self.seen.append(-1)
+            self.readers.append(asyncio.get_running_loop().create_task(self._read(j, ws)))
+        self.emit({"op": "connected", "ok": len(self.sockets), "errors": errors.most_common(3)})
+
+    async def settle(self, cmd: dict) -> None:
+        deadline = clock() + cmd["timeout"]
+        while clock() < deadline:
+            if all(value == cmd["displayed"] for value in self.displayed):
+                break
+            await asyncio.sleep(0.05)
+        self.emit({"op": "settled", "values": Counter(str(v) for v in self.displayed)})
+
+    async def close(self) -> None:
+        sockets, self.sockets = self.sockets, []
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*self.readers, return_exceptions=True)
+        self.readers, self.displayed, self.seen, self.closed = [], [], [], 0
+        self._reset_round(-1)
+        self.emit({"op": "closed"})
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            cmd = json.loads(line)
+            op = cmd["op"]
+            if op == "connect":
+                await self.connect(cmd)
+            elif op == "settle":
+                await self.settle(cmd)
+            elif op == "arm":
+                self._reset_round(cmd["round"])
+                self.emit({"op": "armed", "round": cmd["round"]})
+            elif op == "report":
+                if not self.done_sent:
+                    self._report(complete=False)
+            elif op == "close":
+                await self.close()
+            elif op == "exit":
+                break
+            await self.writer.drain()
+
+
+async def client_main(port: int, index: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_line({"op": "hello", "index": index}))
+    await writer.drain()
+    await ClientWorker(writer).serve(reader)
+    # The coordinator is gone or done: leave without a polite close of every socket.
+    os._exit(0)
+
+
+# ======================================================================================
+# Coordinator
+# ======================================================================================
+_children: list[subprocess.Popen] = []
+
+
+def _stop_child(proc: subprocess.Popen) -> None:
+    """Stop one child we started (it leads its own process group; nothing else is touched)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    # Own session: a terminal's Ctrl-C reaches only the coordinator, which stops each child.
+    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+    _children.append(proc)
+    return proc
+
+
+class Client:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.writer: asyncio.StreamWriter | None = None
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+
+    async def send(self, message: dict) -> None:
+        assert self.writer is not None
+        self.writer.write(_line(message))
+        await self.writer.drain()
+
+    async def expect(self, op: str, timeout: float, round_no: int | None = None) -> dict:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self.inbox.get()
+                if message["op"] == "eof":
+                    raise RuntimeError(f"client process {self.proc.pid} exited")
+                if message["op"] == op and (round_no is None or message.get("round") == round_no):
+                    return message
+
+
+class ClientPool:
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.clients: list[Client] = []
+        self._ready = asyncio.Event()
+        self._hellos = 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = json.loads(await reader.readline())
+        client = self.clients[hello["index"]]
+        client.writer = writer
+        self._hellos += 1
+        if self._hellos == self.count:
+            self._ready.set()
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                client.inbox.put_nowait(json.loads(line))
+        client.inbox.put_nowait({"op": "eof"})
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        for index in range(self.count):
+            proc = _spawn([PY, str(Path(__file__).resolve()), "--_client", str(port), str(index)], cwd=ROOT)
+            self.clients.append(Client(proc))
+        async with asyncio.timeout(30):
+            await self._ready.wait()
+
+    async def ask(self, messages: list[dict], op: str, timeout: float) -> list[dict]:
+        for client, message in zip(self.clients, messages, strict=True):
+            await client.send(message)
+        return list(await asyncio.gather(*(c.expect(op, timeout) for c in self.clients)))
+
+    async def ask_all(self, message: dict, op: str, timeout: float) -> list[dict]:
+        return await self.ask([message] * self.count, op, timeout)
+
+    async def collect(self, round_no: int, timeout: float) -> list[dict]:
+        async def one(client: Client) -> dict:
+            try:
+                return await client.expect("done", timeout, round_no)
+            except TimeoutError:
+                await client.send({"op": "report"})
+                return await client.expect("done", 10, round_no)
+
+        return list(await asyncio.gather(*(one(c) for c in self.clients)))
+
+    async def stop(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                await client.send({"op": "exit"})
+        for client in self.clients:
+            await asyncio.to_thread(_stop_child, client.proc)
+        self.server.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app: str, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc = _spawn(
+            [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    async def ready(self) -> None:
+        deadline = clock() + 60
+        while clock() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+        raise RuntimeError(f"server did not listen within 60 s:\n{self.log_tail()}")
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(_stop_child, self.proc)
+        self.log.close()
+
+
+def redis_clear() -> int:
+    """Delete only `candor:*` keys in the bench's Redis database (db 12)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter("candor:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
+        return len(keys)
+    finally:
+        client.close()
+
+
+def candor_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CANDOR_"))}
+    env.update(
+        REDIS_URL=REDIS_URL,
+        DATABASE_URL=DATABASE_URL,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_SECRET_KEY="bench-not-a-secret-" + "x" * 40,
+        DJANGO_SECURE_SSL_REDIRECT="0",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_LOG_LEVEL="WARNING",
+        CANDOR_UPDATE_INTERVAL_MS="1000",
+    )
+    return env
+
+
+def candor_prepare(env: dict[str, str]) -> str:
+    """Database, migrations, a site and one product through the operator CLI; returns the key."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'candor_bench'").fetchone():
+            conn.execute("CREATE DATABASE candor_bench")
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(
+            [PY, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    manage("migrate", "--noinput", "-v", "0")
+    key = json.loads(manage("candor_site", "create", "--name", "Bench", "--origin", ORIGIN).strip())["key"]
+    catalog = [
+        {
+            "sku": SKU,
+            "name": "Bench product",
+            "url": f"{ORIGIN}/product/{SKU}/",
+            "category": "Bench",
+            "category_kind": "other",
+        }
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(catalog, fh)
+    try:
+        manage("candor_site", "products", "--key", key, fh.name)
+    finally:
+        os.unlink(fh.name)
+    return key
+
+
+def _shown(true_value: int) -> str:
+    return f"{CANDOR_CAP}+" if true_value > CANDOR_CAP else str(true_value)
+
+
+@dataclass
+class Result:
+    design: str
+    last_ms: list[float] = field(default_factory=list)
+    first_ms: list[float] = field(default_factory=list)
+    rounds: int = 0
+    setup_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+async def _drain(ws) -> None:
+    with contextlib.suppress(Exception):
+        async for _ in ws:
+            pass
+
+
+async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) -> Result:
+    from websockets.asyncio.client import connect
+
+    result = Result(design)
+    started = clock()
+    redis_clear()
+    hello = None
+    visitors = 0  # every socket its own User-Agent
+    if design == "raw":
+        server = Server("bench.raw_app:app", dict(os.environ))
+        listen_path = "/ws"
+    elif design in ("pubsub", "core"):
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env.update(BENCH_LAYER=design, BENCH_REDIS_URL=REDIS_URL)
+        server = Server("bench.group_app:application", env)
+        listen_path = "/ws"
+    else:
+        env = candor_env()
+        key = await asyncio.to_thread(candor_prepare, env)
+        server = Server("config.asgi:application", env)
+        listen_path = f"/ws/v1/widget?key={key}&product={SKU}"
+        hello = json.dumps({"type": "page", "product": SKU, "visible": True})
+        visitors = args.visitors
+    ctrl = drain = None
+    try:
+        await server.ready()
+        shares = [args.sockets // pool.count + (i < args.sockets % pool.count) for i in range(pool.count)]
+        firsts = [sum(shares[:i]) for i in range(pool.count)]
+        replies = await pool.ask(
+            [
+                {
+                    "op": "connect",
+                    "url": server.url(listen_path),
+                    "count": shares[i],
+                    "first": firsts[i],
+                    "visitors": visitors,
+                    "hello": hello,
+                    "concurrency": args.connect_concurrency,
+                    "deflate": args.deflate,
+                }
+                for i in range(pool.count)
+            ],
+            "connected",
+            timeout=240,
+        )
+        connected = sum(r["ok"] for r in replies)
+        errors = [e for r in replies for e in r["errors"]]
+        if connected < args.sockets:
+            result.notes.append(f"only {connected}/{args.sockets} sockets connected; errors: {errors[:3]}")
+            return result
+        if design == "candor":
+            # The initial burst: every listener gets its first toast and ends on the steady
+            # value (visitors - 1 others); then wait out the coalescing interval.
+            steady = _shown(visitors - 1)
+            replies = await pool.ask_all({"op": "settle", "displayed": steady, "timeout": 120}, "settled", 130)
+            values = sum((Counter(r["values"]) for r in replies), Counter())
+            if values != Counter({steady: args.sockets}):
+                result.notes.append(f"initial burst did not settle on {steady!r}: {dict(values)}")
+                return result
+            await asyncio.sleep(1.5)
+            ctrl_path = listen_path
+            ctrl_headers = {"Origin": ORIGIN}
+            ctrl_ua = f"{UA} bench/trigger"
+        else:
+            ctrl_path, ctrl_headers, ctrl_ua = "/ctrl", {}, UA
+        ctrl = await connect(
+            server.url(ctrl_path),
+            additional_headers=ctrl_headers,
+            user_agent_header=ctrl_ua,
+            compression=None,
+            ping_interval=None,
+            proxy=None,
+        )
+        drain = asyncio.get_running_loop().create_task(_drain(ctrl))
+        result.setup_s = clock() - started
+
+        interval_s = 1.0  # CANDOR_UPDATE_INTERVAL_MS: leading-edge coalescing per product
+        next_at = clock()
+        total = args.warmup + args.rounds
+        for round_no in range(total):
+            await asyncio.sleep(max(0.0, next_at - clock()))
+            await pool.ask_all({"op": "arm", "round": round_no}, "armed", 10)
+            if design == "candor":
+                visible = round_no % 2 == 0  # the extra visitor appears, then leaves
+                trigger = json.dumps({"type": "page", "product": SKU, "visible": visible})
+                expected = _shown(visitors if visible else visitors - 1)
+            else:
+                trigger = json.dumps({"round": round_no})
+                expected = None
+            t0 = clock()
+            await ctrl.send(trigger)
+            reports = await pool.collect(round_no, args.round_timeout)
+            got = sum(r["got"] for r in reports)
+            warm = round_no >= args.warmup
+            if warm:
+                result.rounds += 1
+            if got < args.sockets:
+                closed = sum(r["closed"] for r in reports)
+                result.notes.append(
+                    f"round {round_no}: {got}/{args.sockets} received within {args.round_timeout:g} s"
+                    f" ({closed} sockets closed)"
+                )
+            else:
+                values = sum((Counter(r["values"]) for r in reports), Counter())
+                types = sum((Counter(r["types"]) for r in reports), Counter())
+                if expected is not None and values != Counter({expected: args.sockets}):
+                    result.notes.append(f"round {round_no}: expected {expected!r} everywhere, got {dict(values)}")
+                elif warm:
+                    result.last_ms.append((max(r["last"] for r in reports) - t0) * 1000)
+                    result.first_ms.append((min(r["first"] for r in reports) - t0) * 1000)
+                    if design == "candor" and round_no == args.warmup:
+                        result.notes.append(f"each round: {dict(types)}, displayed {dict(values)} (alternating)")
+            gap = args.gap
+            if design == "candor":
+                # The next change must fall outside the coalescing interval, or the hub would
+                # (correctly) hold it back and we would be timing the wait.
+                next_at = max(clock() + gap, t0 + interval_s + 0.3)
+            else:
+                next_at = clock() + gap
+        return result
+    finally:
+        if drain is not None:
+            drain.cancel()
+        if ctrl is not None:
+            with contextlib.suppress(Exception):
+                await ctrl.close()
+        with contextlib.suppress(Exception):
+            await pool.ask_all({"op": "close"}, "closed", 60)
+        await server.stop()
+        redis_clear()
+
+
+def _p90(values: list[float]) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=10, method="inclusive")[8]
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    import uvicorn
+
+    raw = next((r for r in results if r.design == "raw" and r.last_ms), None)
+    ceiling = statistics.median(raw.last_ms) if raw else None
+    print()
+    print(
+        f"Fan-out of one update to N = {args.sockets} sockets; median and p90 of {args.rounds} rounds "
+        f"(+{args.warmup} warm-up) per design; one uvicorn {uvicorn.__version__} process each; "
+        f"{args.clients} client processes; {os.cpu_count()} CPUs"
+    )
+    header = f"{'design':<52} {'median ms':>9} {'p90 ms':>8} {'x raw':>6} {'first ms':>8} {'rounds':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        label = DESIGNS[r.design]
+        if not r.last_ms:
+            print(f"{label:<52} {'failed':>9}")
+            continue
+        median = statistics.median(r.last_ms)
+        ratio = f"{median / ceiling:.2f}" if ceiling else "-"
+        print(
+            f"{label:<52} {median:>9.1f} {_p90(r.last_ms):>8.1f} {ratio:>6} "
+            f"{statistics.median(r.first_ms):>8.1f} {len(r.last_ms):>3}/{r.rounds:<3}"
+        )
+    print()
+    print("first ms = trigger to the first socket's receipt (median); ms = trigger to the last socket's.")
+    for r in results:
+        rounds = ", ".join(f"{v:.0f}" for v in r.last_ms)
+        print(f"  {r.design:<7} rounds ms: [{rounds}]  setup {r.setup_s:.1f} s")
+        for note in r.notes:
+            print(f"          {note}")
+    candor = next((r for r in results if r.design == "candor" and r.last_ms), None)
+    if candor and ceiling:
+        ratio = statistics.median(candor.last_ms) / ceiling
+        verdict = "PASS" if ratio <= 1.5 else "FAIL"
+        print(f"\nTarget (Candor within 1.5x of the raw ceiling): {verdict} at {ratio:.2f}x")
+
+
+async def coordinator(args: argparse.Namespace) -> int:
+    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
+    unknown = [d for d in designs if d not in DESIGNS]
+    if unknown:
+        raise SystemExit(f"unknown design(s) {unknown}; choose from {list(DESIGNS)}")
+    if "candor" in designs:
+        if not CANDOR_MIN_COUNT + 1 <= args.visitors <= CANDOR_CAP + 1:
+            raise SystemExit(
+                f"--visitors must be {CANDOR_MIN_COUNT + 1}..{CANDOR_CAP + 1}: listeners must see at least "
+                f"the minimum count, and one more visitor must change the text (above {CANDOR_CAP} it "
+                f'stays "{CANDOR_CAP}+" and, correctly, nothing is sent). See bench/README.md.'
+            )
+        if args.sockets < args.visitors:
+            raise SystemExit("--sockets must be at least --visitors")
+    pool = ClientPool(args.clients)
+    results: list[Result] = []
+    try:
+        await pool.start()
+        for design in designs:
+            print(f"[{design}] {DESIGNS[design]} ...", flush=True)
+            result = await run_design(design, args, pool)
+            results.append(result)
+            if result.last_ms:
+                summary = f"median {statistics.median(result.last_ms):.1f} ms"
+            else:
+                summary = "; ".join(result.notes)
+            print(f"[{design}] {summary}", flush=True)
+    finally:
+        await pool.stop()
+    print_table(results, args)
+    return 0 if all(r.last_ms for r in results) else 1
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sockets", type=int, default=3000, help="listening sockets per design (N)")
+    parser.add_argument("--rounds", type=int, default=6, help="measured rounds per design")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
+    parser.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated, of {list(DESIGNS)}")
+    parser.add_argument("--clients", type=int, default=4, help="client processes holding the sockets")
+    parser.add_argument(
+        "--visitors",
+        type=int,
+        default=10,
+        help="distinct visitors (User-Agents) among candor's listeners; the N sockets are their tabs",
+    )
+    parser.add_argument("--gap", type=float, default=0.3, help="seconds between a round's end and the next")
+    parser.add_argument("--round-timeout", type=float, default=15.0)
+    parser.add_argument("--connect-concurrency", type=int, default=64, help="handshakes in flight per client")
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate like a browser")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--_client":
+        asyncio.run(client_main(int(sys.argv[2]), int(sys.argv[3])))
+        return 0
+    args = parse_args(sys.argv[1:])
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return asyncio.run(coordinator(args))
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping servers and clients", file=sys.stderr)
+        return 130
+    finally:
+        for proc in _children:
+            _stop_child(proc)
+        with contextlib.suppress(Exception):
+            redis_clear()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
