@@ -7,6 +7,7 @@ Celery broker). The two act independently. Every variable is listed in the READM
 
 from pathlib import Path
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import BASE_DIR, DATABASE_URL, DEBUG, REDIS_URL, env
@@ -172,6 +173,13 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     # Make today's and tomorrow's salt ahead of time and drop the ones past their keep.
     "salts-rotate": {"task": "candor.salts_rotate", "schedule": 15 * 60.0},
+    # Hourly rollups of the last three hours (late events land in their hour).
+    "rollups-build": {"task": "candor.rollups_build", "schedule": crontab(minute=5)},
+    # Presence of products whose every server process died (live processes prune their own).
+    "presence-sweep": {"task": "candor.presence_sweep", "schedule": 60.0},
+    "retention-purge": {"task": "candor.retention_purge", "schedule": crontab(hour=3, minute=17)},
+    # Re-check a sample of emitted claims against the ledger; alarms show in the admin.
+    "claims-audit": {"task": "candor.claims_audit", "schedule": 10 * 60.0},
 }
 
 LOGGING = {

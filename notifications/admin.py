@@ -5,7 +5,18 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils.html import format_html
 
-from .models import DailySalt, Event, IngestRefusal, Notification, Product, Site, SiteSecret
+from .models import (
+    AuditAlarm,
+    DailySalt,
+    Event,
+    HourlyRollup,
+    IngestRefusal,
+    Notification,
+    Product,
+    ServerDelivery,
+    Site,
+    SiteSecret,
+)
 from .services import (
     SiteError,
     public_key_new,
@@ -138,9 +149,56 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "recipient_count",
         "policy_version",
         "created_at",
+        "audit",
     )
     list_filter = ("kind", "site", "policy_version")
     date_hierarchy = "created_at"
+
+    @admin.display(description="Audit")
+    def audit(self, obj: Notification) -> str:
+        if obj.audited_at is None:
+            return "not yet"
+        return "ALARM" if hasattr(obj, "alarm") else "backed by the ledger"
+
+    def changelist_view(self, request, extra_context=None):
+        _alarms_warn(request)
+        return super().changelist_view(request, extra_context)
+
+
+def _alarms_warn(request) -> None:
+    count = AuditAlarm.objects.count()
+    if count:
+        messages.error(
+            request,
+            f"The claims audit found {count} notification(s) the ledger does not back. See Audit alarms.",
+        )
+
+
+@admin.register(AuditAlarm)
+class AuditAlarmAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("notification", "reason", "claimed", "recomputed", "found_at")
+    list_select_related = ("notification",)
+
+    def changelist_view(self, request, extra_context=None):
+        _alarms_warn(request)
+        return super().changelist_view(request, extra_context)
+
+
+@admin.register(HourlyRollup)
+class HourlyRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("hour", "site", "product", "kind", "events", "visitors", "orders")
+    list_filter = ("kind", "site")
+    date_hierarchy = "hour"
+    list_select_related = ("site", "product")
+
+
+@admin.register(ServerDelivery)
+class ServerDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Accepted signed requests and platform deliveries, by idempotency key (unpaid orders too)."""
+
+    list_display = ("idempotency_key", "site", "received_at", "response")
+    list_filter = ("site",)
+    search_fields = ("idempotency_key",)
 
 
 @admin.register(DailySalt)

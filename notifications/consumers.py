@@ -282,7 +282,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def _presence(self, *, show: bool) -> None:
         """Enter or leave presence, then tell every process the product changed."""
         if not self.is_bot:
-            entry = Entry(self.product_id, self.visitor, self.socket_id)
+            entry = Entry(self.product_id, self.visitor, self.socket_id, self.site_id)
             try:
                 if show:
                     await presence_store().show(entry, ttl_s=self._ttl_s())

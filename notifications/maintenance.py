@@ -3,10 +3,12 @@
 import datetime as dt
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from .identity import salt_cache_drop_before, salt_for_day
-from .models import DailySalt
+from .models import DailySalt, Event, HourlyRollup, IngestRefusal, ServerDelivery
 
 
 def salts_rotate(*, now: dt.datetime | None = None) -> int:
@@ -24,3 +26,96 @@ def salts_rotate(*, now: dt.datetime | None = None) -> int:
     deleted, _ = DailySalt.objects.filter(day__lt=oldest_kept).delete()
     salt_cache_drop_before(oldest_kept)
     return deleted
+
+
+def rollups_build(*, hours: int = 3, now: dt.datetime | None = None) -> int:
+    """Rebuild the hourly rollups of the last `hours` whole hours (late events land in them too).
+
+    Recomputed from the ledger and upserted, so a second run changes nothing. Returns the rows
+    written."""
+    now = now or timezone.now()
+    this_hour = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    written = 0
+    for back in range(hours, 0, -1):
+        start = this_hour - dt.timedelta(hours=back)
+        end = start + dt.timedelta(hours=1)
+        rows = (
+            Event.objects.filter(
+                occurred_at__gte=start,
+                occurred_at__lt=end,
+                product__isnull=False,
+                is_bot=False,
+                is_test=False,
+            )
+            .values("site_id", "product_id", "kind")
+            .annotate(
+                events=Count("id"),
+                visitors=Count("visitor_hash", distinct=True, filter=~Q(visitor_hash="")),
+                orders=Count("order_id", distinct=True, filter=~Q(order_id="")),
+            )
+        )
+        with transaction.atomic():
+            for row in rows:
+                HourlyRollup.objects.update_or_create(
+                    product_id=row["product_id"],
+                    hour=start,
+                    kind=row["kind"],
+                    defaults={
+                        "site_id": row["site_id"],
+                        "events": row["events"],
+                        "visitors": row["visitors"],
+                        "orders": row["orders"],
+                        "computed_at": now,
+                    },
+                )
+                written += 1
+    return written
+
+
+def retention_purge(*, now: dt.datetime | None = None, batch: int = 5000) -> int:
+    """Delete ledger rows, deliveries and refusal counts older than CANDOR_RETENTION_DAYS.
+
+    The one path that removes ledger rows (model `delete()` refuses); in batches so no long lock
+    is held. Hourly rollups and the notification log (aggregates, no visitor data) are kept.
+    Returns the events deleted."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(days=settings.CANDOR_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(Event.objects.filter(occurred_at__lt=cutoff).values_list("id", flat=True)[:batch])
+        if not ids:
+            break
+        count, _ = Event.objects.filter(id__in=ids).delete()
+        deleted += count
+    ServerDelivery.objects.filter(received_at__lt=cutoff).delete()
+    IngestRefusal.objects.filter(day__lt=cutoff.date()).delete()
+    return deleted
+
+
+def presence_sweep() -> int:
+    """Drop expired presence members everywhere and announce the products that changed.
+
+    Each server process already prunes the products it holds sockets for; this catches the
+    products that no live process holds any more (all their processes died). Without Redis the
+    only process prunes its own presence, so there is nothing to sweep."""
+    url = settings.CANDOR_REDIS_URL
+    if not url:
+        return 0
+    import redis
+
+    from .presence import KEY_PREFIX, _now_ms
+    from .streaming import ledger_changed_now
+
+    client = redis.Redis.from_url(url)
+    try:
+        changed = []
+        now_ms = _now_ms()
+        for key in client.scan_iter(match=f"{KEY_PREFIX}*", count=500):
+            suffix = key.decode()[len(KEY_PREFIX) :]
+            if client.zremrangebyscore(key, "-inf", now_ms) and suffix.isdigit():
+                changed.append(int(suffix))
+        if changed:
+            ledger_changed_now(changed)  # the same "recompute this product" message
+        return len(changed)
+    finally:
+        client.close()

@@ -50,7 +50,7 @@ EVIDENCE_IDS_MAX = 100
 WITHDRAWALS = (EventKind.REFUND, EventKind.CANCEL)
 
 
-def _purchases_live(*, product_id: int, since: datetime, at: datetime):
+def purchases_live(*, product_id: int, since: datetime, at: datetime):
     """Verified, non-test purchases of the product in (since, at] that no refund or cancel
     recorded by `at` withdraws — whichever arrived first (SPEC 2.4). A whole-order withdrawal has
     no product; a line withdrawal names this product."""
@@ -79,7 +79,7 @@ def recent_purchase(
 
     `true_value` is its age in whole seconds (the widget shows whole minutes, floored)."""
     row = (
-        _purchases_live(product_id=product_id, since=at - timedelta(seconds=window_s), at=at)
+        purchases_live(product_id=product_id, since=at - timedelta(seconds=window_s), at=at)
         .order_by("-occurred_at", "-id")
         .values("id", "occurred_at")
         .first()
@@ -103,7 +103,7 @@ def purchases_in_window(*, product_id: int, at: datetime, windows_s=COUNT_WINDOW
     """Distinct live orders of the product in each rolling window (orders, not units)."""
     widest = max(windows_s)
     rows = list(
-        _purchases_live(product_id=product_id, since=at - timedelta(seconds=widest), at=at)
+        purchases_live(product_id=product_id, since=at - timedelta(seconds=widest), at=at)
         .order_by("-occurred_at")
         .values_list("id", "order_id", "occurred_at")
     )

@@ -198,6 +198,8 @@ class Notification(models.Model):
     recipient_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     last_emitted_at = models.DateTimeField(default=timezone.now)
+    # Set by the claims audit (audit.py): when this row was re-checked against the ledger.
+    audited_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -253,3 +255,36 @@ class ServerDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["site", "idempotency_key"], name="server_delivery_key_per_site")
         ]
+
+
+class HourlyRollup(models.Model):
+    """Per product and hour: events by kind (bots and test orders excluded), distinct visitors,
+    distinct live orders. Built by a Celery task from the ledger; safe to rebuild any hour."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE)
+    hour = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    events = models.PositiveIntegerField(default=0)
+    visitors = models.PositiveIntegerField(default=0)
+    orders = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "hour", "kind"], name="rollup_per_product_hour_kind")
+        ]
+        indexes = [models.Index(fields=["site", "hour"])]
+
+
+class AuditAlarm(models.Model):
+    """A logged claim that the ledger does not back (SPEC 2.6). Any row here is a bug to chase."""
+
+    notification = models.OneToOneField(Notification, on_delete=models.CASCADE, related_name="alarm")
+    found_at = models.DateTimeField(default=timezone.now)
+    reason = models.CharField(max_length=500)
+    claimed = models.CharField(max_length=40)
+    recomputed = models.CharField(max_length=40, blank=True)
+
+    def __str__(self) -> str:
+        return f"Claim #{self.notification_id}: {self.reason}"

@@ -23,15 +23,25 @@ from django.conf import settings
 KEY_PREFIX = "candor:v1:presence:"
 
 
+SITE_KEY_PREFIX = KEY_PREFIX + "site:"
+
+
 @dataclass(frozen=True)
 class Entry:
     product_id: int
     visitor: str
     socket_id: str
+    # The same member is also kept per site, for `shoppers_on_site_now`; 0 = not tracked.
+    site_id: int = 0
 
     @property
     def member(self) -> str:
         return f"{self.visitor}|{self.socket_id}"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        product_key = KEY_PREFIX + str(self.product_id)
+        return (product_key, SITE_KEY_PREFIX + str(self.site_id)) if self.site_id else (product_key,)
 
 
 def _now_ms() -> int:
@@ -42,27 +52,32 @@ class MemoryPresence:
     """The embedded default: one process, so a dict is the whole truth."""
 
     def __init__(self) -> None:
-        self._products: dict[int, dict[str, int]] = {}
+        self._sets: dict[str, dict[str, int]] = {}
 
     async def show(self, entry: Entry, *, ttl_s: int) -> None:
-        self._products.setdefault(entry.product_id, {})[entry.member] = _now_ms() + ttl_s * 1000
+        for key in entry.keys:
+            self._sets.setdefault(key, {})[entry.member] = _now_ms() + ttl_s * 1000
 
     async def hide(self, entry: Entry) -> None:
-        members = self._products.get(entry.product_id)
-        if members is not None:
-            members.pop(entry.member, None)
-            if not members:
-                del self._products[entry.product_id]
+        for key in entry.keys:
+            members = self._sets.get(key)
+            if members is not None:
+                members.pop(entry.member, None)
+                if not members:
+                    del self._sets[key]
 
     async def refresh(self, entries: Iterable[Entry], *, ttl_s: int) -> None:
         for entry in entries:
             await self.show(entry, ttl_s=ttl_s)
 
-    async def prune(self, product_ids: Iterable[int]) -> set[int]:
+    async def prune(self, product_ids: Iterable[int], site_ids: Iterable[int] = ()) -> set[int]:
         now = _now_ms()
         changed = set()
+        for key in [SITE_KEY_PREFIX + str(s) for s in site_ids]:
+            for member in [m for m, expiry in self._sets.get(key, {}).items() if expiry <= now]:
+                del self._sets[key][member]
         for product_id in product_ids:
-            members = self._products.get(product_id, {})
+            members = self._sets.get(KEY_PREFIX + str(product_id), {})
             expired = [m for m, expiry in members.items() if expiry <= now]
             for member in expired:
                 del members[member]
@@ -70,10 +85,15 @@ class MemoryPresence:
                 changed.add(product_id)
         return changed
 
-    async def visitors(self, product_id: int) -> set[str]:
+    async def _visitors(self, key: str) -> set[str]:
         now = _now_ms()
-        members = self._products.get(product_id, {})
-        return {m.split("|", 1)[0] for m, expiry in members.items() if expiry > now}
+        return {m.split("|", 1)[0] for m, expiry in self._sets.get(key, {}).items() if expiry > now}
+
+    async def visitors(self, product_id: int) -> set[str]:
+        return await self._visitors(KEY_PREFIX + str(product_id))
+
+    async def site_visitors(self, site_id: int) -> set[str]:
+        return await self._visitors(SITE_KEY_PREFIX + str(site_id))
 
     async def close(self) -> None:
         return None
@@ -89,14 +109,17 @@ class RedisPresence:
         self.redis = aioredis.Redis(connection_pool=self.pool)
 
     async def show(self, entry: Entry, *, ttl_s: int) -> None:
-        key = KEY_PREFIX + str(entry.product_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {entry.member: _now_ms() + ttl_s * 1000})
-            pipe.expire(key, ttl_s * 2)
+            for key in entry.keys:
+                pipe.zadd(key, {entry.member: _now_ms() + ttl_s * 1000})
+                pipe.expire(key, ttl_s * 2)
             await pipe.execute()
 
     async def hide(self, entry: Entry) -> None:
-        await self.redis.zrem(KEY_PREFIX + str(entry.product_id), entry.member)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in entry.keys:
+                pipe.zrem(key, entry.member)
+            await pipe.execute()
 
     async def refresh(self, entries: Iterable[Entry], *, ttl_s: int) -> None:
         # Plain ZADD, not XX: after a Redis restart or flush this re-creates presence from the
@@ -104,7 +127,8 @@ class RedisPresence:
         expiry = _now_ms() + ttl_s * 1000
         by_key: dict[str, dict[str, int]] = {}
         for entry in entries:
-            by_key.setdefault(KEY_PREFIX + str(entry.product_id), {})[entry.member] = expiry
+            for key in entry.keys:
+                by_key.setdefault(key, {})[entry.member] = expiry
         if not by_key:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -113,20 +137,29 @@ class RedisPresence:
                 pipe.expire(key, ttl_s * 2)
             await pipe.execute()
 
-    async def prune(self, product_ids: Iterable[int]) -> set[int]:
+    async def prune(self, product_ids: Iterable[int], site_ids: Iterable[int] = ()) -> set[int]:
         product_ids = list(product_ids)
-        if not product_ids:
+        site_keys = [SITE_KEY_PREFIX + str(s) for s in site_ids]
+        if not product_ids and not site_keys:
             return set()
         now = _now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
             for product_id in product_ids:
                 pipe.zremrangebyscore(KEY_PREFIX + str(product_id), "-inf", now)
+            for key in site_keys:
+                pipe.zremrangebyscore(key, "-inf", now)
             removed = await pipe.execute()
-        return {pid for pid, n in zip(product_ids, removed, strict=True) if n}
+        return {pid for pid, n in zip(product_ids, removed[: len(product_ids)], strict=True) if n}
+
+    async def _visitors(self, key: str) -> set[str]:
+        members = await self.redis.zrangebyscore(key, _now_ms() + 1, "+inf")
+        return {m.split(b"|", 1)[0].decode() for m in members}
 
     async def visitors(self, product_id: int) -> set[str]:
-        members = await self.redis.zrangebyscore(KEY_PREFIX + str(product_id), _now_ms() + 1, "+inf")
-        return {m.split(b"|", 1)[0].decode() for m in members}
+        return await self._visitors(KEY_PREFIX + str(product_id))
+
+    async def site_visitors(self, site_id: int) -> set[str]:
+        return await self._visitors(SITE_KEY_PREFIX + str(site_id))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -232,13 +232,14 @@ class Hub:
         ttl_s = settings.CANDOR_PRESENCE_TTL_S
         store = presence_store()
         entries = [
-            Entry(pid, c.visitor, c.socket_id)
+            Entry(pid, c.visitor, c.socket_id, c.site_id)
             for pid, members in self.sockets.items()
             for c in members
             if c.counted
         ]
         await store.refresh(entries, ttl_s=ttl_s)
-        for product_id in await store.prune(list(self.sockets)):
+        site_ids = {c.site_id for members in self.sockets.values() for c in members}
+        for product_id in await store.prune(list(self.sockets), site_ids):
             await self.changed(product_id)
 
     def _tick_ledger_claims(self) -> None:

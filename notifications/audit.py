@@ -1,0 +1,125 @@
+"""The claims audit (SPEC 2.6): re-check a sample of logged notifications against the ledger, as of
+the moment each was computed, and raise an alarm on any claim the ledger does not back.
+
+- `recent_purchase`: its evidence event must be a verified, non-test purchase of that product,
+  inside the window, not withdrawn by then, and the minutes shown must be its real age, floored.
+- `purchases_in_window`, `add_to_cart_in_window`: recomputed from the ledger at the evidence's
+  `computed_at`; the displayed number must not exceed it.
+- `viewing_now`: presence is not in the ledger, so the audit checks the claim against the
+  aggregate logged with it (distinct visitors ≥ the true value ≥ the displayed number).
+
+Alarms are `AuditAlarm` rows (listed in the admin) and ERROR log lines. Running twice re-checks
+nothing: each notification is audited once.
+"""
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import metrics
+from .models import AuditAlarm, Event, EventKind, Notification
+
+log = logging.getLogger(__name__)
+
+# A claim's text is fixed when it is computed and logged a moment later; allow that moment.
+COMPUTE_TO_LOG_S = 5
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    checked: int
+    alarms: int
+
+
+def _displayed_number(displayed: str) -> int | None:
+    digits = displayed[:-1] if displayed.endswith("+") else displayed
+    return int(digits) if digits.isdigit() else None
+
+
+def _computed_at(row: Notification) -> dt.datetime:
+    raw = (row.evidence or {}).get("computed_at")
+    try:
+        return dt.datetime.fromisoformat(raw) if raw else row.created_at
+    except (TypeError, ValueError):
+        return row.created_at
+
+
+def claim_check(row: Notification) -> tuple[str, str] | None:
+    """None if the ledger backs the claim, else (reason, recomputed value)."""
+    claim = row.claim or {}
+    shown = _displayed_number(str(claim.get("displayed", "")))
+    if shown is None or claim.get("metric") != row.kind:
+        return "the claim is malformed", ""
+    if row.true_value < shown and row.kind != "recent_purchase":
+        return "the logged true value is below the displayed number", str(row.true_value)
+    at = _computed_at(row)
+    if row.kind == "viewing_now":
+        distinct = (row.evidence or {}).get("distinct_visitors")
+        if not isinstance(distinct, int) or distinct < row.true_value:
+            return "the presence aggregate does not back the true value", str(distinct)
+        return None
+    if row.kind == "recent_purchase":
+        ids = (row.evidence or {}).get("event_ids") or []
+        purchase = Event.objects.filter(pk__in=ids[:1], product_id=row.product_id).first()
+        if purchase is None:
+            return "the evidence names no purchase of this product", ""
+        if (
+            purchase.kind != EventKind.PURCHASE
+            or not purchase.verified
+            or purchase.is_test
+            or purchase.is_bot
+        ):
+            return "the evidence is not a verified purchase", purchase.kind
+        live = metrics.purchases_live(
+            product_id=row.product_id, since=at - dt.timedelta(seconds=row.window_s), at=at
+        )
+        if not live.filter(pk=purchase.pk).exists():
+            return "the purchase was outside the window or withdrawn when shown", ""
+        age_s = (at - purchase.occurred_at).total_seconds()
+        lowest, highest = int(age_s // 60), int((age_s + COMPUTE_TO_LOG_S) // 60)
+        if not lowest <= shown <= highest:
+            return "the minutes shown are not the purchase's real age", str(lowest)
+        return None
+    if row.kind == "purchases_in_window":
+        found = metrics.purchases_in_window(product_id=row.product_id, at=at, windows_s=(row.window_s,))
+        truth = found[0].true_value
+    elif row.kind == "add_to_cart_in_window":
+        truth = metrics.add_to_cart_in_window(
+            product_id=row.product_id, at=at, window_s=row.window_s
+        ).true_value
+    else:
+        return f"no audit rule for {row.kind}", ""
+    if truth < shown:
+        return "the ledger holds fewer than the displayed number", str(truth)
+    return None
+
+
+def claims_audit(*, sample_size: int = 200, since_h: int = 48) -> AuditResult:
+    """Audit up to `sample_size` not yet audited notifications from the last `since_h` hours."""
+    now = timezone.now()
+    sample = list(
+        Notification.objects.filter(
+            audited_at__isnull=True, created_at__gte=now - dt.timedelta(hours=since_h)
+        ).order_by("?")[:sample_size]
+    )
+    alarms = 0
+    for row in sample:
+        problem = claim_check(row)
+        with transaction.atomic():
+            if problem is not None:
+                reason, recomputed = problem
+                AuditAlarm.objects.update_or_create(
+                    notification=row,
+                    defaults={
+                        "reason": reason,
+                        "claimed": row.claim.get("displayed", ""),
+                        "recomputed": recomputed,
+                    },
+                )
+                alarms += 1
+                log.error("claims audit: notification %s (%s) %s", row.pk, row.kind, reason)
+            Notification.objects.filter(pk=row.pk).update(audited_at=now)
+    return AuditResult(checked=len(sample), alarms=alarms)
