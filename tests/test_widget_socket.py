@@ -268,3 +268,31 @@ async def test_dismissed_toast_is_not_reopened_on_that_page(realtime_mode, targe
     assert (await settle(comms[2]))[-1]["claim"]["displayed"] == "4"
     for comm in [*comms, fifth]:
         await comm.disconnect()
+
+
+async def test_a_burst_of_joins_is_coalesced_to_one_update_a_second(realtime_mode, target, settings):
+    """Leading edge: the first change goes out at once; the rest of the burst becomes one update
+    at the end of the interval, recomputed then (SPEC 5)."""
+    settings.CANDOR_UPDATE_INTERVAL_MS = 1000
+    comms = [await open_visible(target, visitor(i)) for i in range(4)]
+    for comm in comms:
+        assert (await settle(comm, timeout=4))[-1]["claim"]["displayed"] == "3"
+    await asyncio.sleep(1.1)  # the interval since the last round has passed
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    burst = [await open_visible(target, visitor(10 + i)) for i in range(6)]
+    joined_s = loop.time() - started
+    watcher = comms[0]
+    messages, times = [], []
+    while loop.time() - started < 2.6:
+        if not await watcher.receive_nothing(0.05):
+            messages.append(await watcher.receive_json_from())
+            times.append(loop.time() - started)
+    assert joined_s < 0.8, "the burst must fit in one interval for this test to mean anything"
+    # 6 joins, but at most one message per interval: the leading edge and one trailing update.
+    assert 1 <= len(messages) <= 2, messages
+    assert messages[-1]["claim"]["displayed"] == "9", "the trailing update is recomputed at send time"
+    if len(messages) == 2:
+        assert times[1] - times[0] >= 0.9, times
+    for comm in [*comms, *burst]:
+        await comm.disconnect()
