@@ -219,3 +219,16 @@ def test_database_unavailable_is_503_never_2xx(client, product, monkeypatch):
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert response.json()["error"]["code"] == "unavailable"
+
+
+def test_a_replayed_request_counts_once_and_a_late_replay_is_401(client, product):
+    body = json.dumps(purchase(product)).encode()
+    header = signature_header_make(secret=secret_of(product.site), body=body)
+    first = send(client, None, header=header, raw=body)
+    replay = send(client, None, header=header, raw=body)
+    assert (first.status_code, replay.status_code) == (202, 200)
+    assert replay.json()["duplicate"] is True
+    # The same capture replayed after the 300 s tolerance no longer verifies.
+    late = signature_header_make(secret=secret_of(product.site), body=body, t=int(time.time()) - 400)
+    assert send(client, None, header=late, raw=body).status_code == 401
+    assert Event.objects.filter(kind="purchase").count() == 1
