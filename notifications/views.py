@@ -12,6 +12,24 @@ METRIC_BASIS = {
         "and you are never counted in what you are shown. A page counts while it is open and "
         "visible and our server has confirmed it within the last {window_s} seconds.",
     ),
+    "recent_purchase": (
+        "the most recent purchase of this product",
+        "The store's server reported this order with a valid signature (or a verified Shopify or "
+        "WooCommerce webhook); a browser can never report a purchase. The minutes are counted from "
+        "the moment the store says the order was placed, rounded down. Refunded, cancelled and test "
+        "orders are never shown, and nothing older than {window} is.",
+    ),
+    "purchases_in_window": (
+        "orders of this product over {window}",
+        "Each order counts once however many units it had. Only orders the store's server reported "
+        "with a valid signature (or a verified platform webhook) count; refunded, cancelled and test "
+        "orders do not.",
+    ),
+    "add_to_cart_in_window": (
+        "shoppers who added this product to their cart over {window}",
+        "Each shopper counts once, and bots are not counted. Because our visitor identifiers change "
+        "every day, the count is that of the busiest single day, so one shopper is never counted twice.",
+    ),
 }
 
 
@@ -19,6 +37,8 @@ def _window_words(window_s: int) -> str:
     if window_s % 86400 == 0:
         days = window_s // 86400
         return "the last 24 hours" if days == 1 else f"the last {days} days"
+    if window_s == 3600:
+        return "the last hour"
     if window_s % 3600 == 0:
         return f"the last {window_s // 3600} hours"
     return f"the last {window_s} seconds"
@@ -29,15 +49,16 @@ def why(request, notification_id: int):
         Notification.objects.select_related("site", "product"), pk=notification_id
     )
     what, how = METRIC_BASIS.get(notification.kind, (notification.kind, ""))
+    window = _window_words(notification.window_s)
     policy = policy_default()
     return render(
         request,
         "notifications/why.html",
         {
             "n": notification,
-            "what": what,
-            "how": how.format(window_s=notification.window_s),
-            "window": _window_words(notification.window_s),
+            "what": what.format(window=window),
+            "how": how.format(window_s=notification.window_s, window=window),
+            "window": window,
             "displayed": notification.claim.get("displayed"),
             "capped": str(notification.claim.get("displayed", "")).endswith("+"),
             "policy": policy,
