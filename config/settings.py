@@ -145,6 +145,8 @@ CANDOR_PRESENCE_TTL_S = env.int("CANDOR_PRESENCE_TTL_S", default=30)
 CANDOR_UPDATE_INTERVAL_MS = env.int("CANDOR_UPDATE_INTERVAL_MS", default=1000)
 # Peers whose X-Forwarded-For we believe (IPs or CIDRs). Empty: the socket peer is the client.
 CANDOR_TRUSTED_PROXIES = env.list("CANDOR_TRUSTED_PROXIES", default=[])
+# A request header your CDN sets to the visitor's country (e.g. CF-IPCountry); unset = none trusted.
+CANDOR_COUNTRY_HEADER = env.str("CANDOR_COUNTRY_HEADER", default="")
 # Minimum true count before any aggregate is shown (SPEC 2.7 and 3).
 CANDOR_MIN_COUNT = env.int("CANDOR_MIN_COUNT", default=3)
 # Browser events: limits per visitor and per client address (django-ratelimit rates), and the

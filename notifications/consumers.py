@@ -6,6 +6,7 @@ presence and ledger calls, and sends what the hub's round decided. It computes n
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
@@ -16,12 +17,20 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from .identity import scope_client_ip, user_agent_is_bot, visitor_hash_compute
+from .identity import (
+    device_class,
+    locale_from_accept_language,
+    scope_client_ip,
+    user_agent_is_bot,
+    visitor_hash_compute,
+)
 from .ingest import browser_event_record, context_clean
 from .models import origin_normalize
 from .policy import Decision
+from .policy.decision import VisitorContext
+from .policy.segments import Segment, segment_for
 from .presence import Entry, presence_store
-from .selectors import WidgetTarget, widget_target_get
+from .selectors import PolicyCatalog, WidgetTarget, widget_target_get
 from .streaming import hub_get
 
 log = logging.getLogger(__name__)
@@ -97,7 +106,13 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.visitor = await database_sync_to_async(visitor_hash_compute)(
             site_id=target.site_id, ip=scope_client_ip(self.scope), user_agent=user_agent
         )
-        del user_agent  # never kept beyond the hash (SPEC 2.7)
+        self.device = device_class(user_agent)
+        del user_agent  # never kept beyond the hash and the device class (SPEC 2.7)
+        self.header_locale = locale_from_accept_language(_header(self.scope, b"accept-language"))
+        country_header = settings.CANDOR_COUNTRY_HEADER.lower().encode()
+        self.header_country = (
+            _header(self.scope, country_header).strip().lower()[:2] if country_header else ""
+        )
         self.target: WidgetTarget = target
         self.key = key
         self.socket_id = uuid.uuid4().hex
@@ -106,8 +121,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.force_snapshot = False
         self.shown: dict[str, _Shown] = {}
         self.opened: dict[str, int] = {}
+        self.last_toast_s: float | None = None
         self.dismissed: set[str] = set()
         self.context: dict[str, str] = {}
+        self.visitor_context = self._visitor_context()
+        self._segment: tuple[PolicyCatalog, Segment] | None = None
         self.hub = hub_get()
         await self.accept()
         await self.hub.join(self)
@@ -135,6 +153,32 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     @property
     def product_id(self) -> int:
         return self.target.product_id
+
+    def _visitor_context(self) -> VisitorContext:
+        """What segments and reference groups may know: the product, headers the browser sends
+        anyway, and what the page told us (store hints). Nothing that identifies the shopper."""
+        c = self.context
+        return VisitorContext(
+            visitor=self.visitor,
+            category=self.target.category,
+            category_kind=self.target.category_kind,
+            locale=(c.get("locale") or self.header_locale).lower(),
+            country=(c.get("country") or self.header_country).lower()[:2],
+            device=c.get("device") or self.device,
+            returning=c.get("returning", ""),
+            referrer=c.get("referrer", "").lower(),
+            campaign=c.get("campaign", "").lower(),
+            hints={k[5:]: v for k, v in c.items() if k.startswith("hint_")},
+        )
+
+    def segment_in(self, catalog: PolicyCatalog) -> Segment:
+        if self._segment is None or self._segment[0] is not catalog:
+            self._segment = (catalog, segment_for(catalog.segments, self.visitor_context))
+        return self._segment[1]
+
+    def _entry(self) -> Entry:
+        ctx = self.visitor_context
+        return Entry(self.product_id, self.visitor, self.socket_id, self.site_id, ctx.country, ctx.returning)
 
     @property
     def listening(self) -> bool:
@@ -209,13 +253,20 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if not isinstance(visible, bool) or not isinstance(sku, str):
             return False
         if isinstance(message.get("context"), dict):
+            before = self._entry()
             self.context = context_clean(message["context"])
+            self.visitor_context = self._visitor_context()
+            self._segment = None
+            if self.visible and self._entry() != before and not self.is_bot:
+                await self._presence_swap(before)
         if sku != self.target.sku:  # a single-page app moved to another product
             target = await database_sync_to_async(widget_target_get)(key=self.key, sku=sku)
             if target is None or target.site_id != self.target.site_id:
                 return False
             await self._leave_product()
             self.target = target
+            self.visitor_context = self._visitor_context()
+            self._segment = None
             self.shown.clear()
             self.opened.clear()
             self.dismissed.clear()
@@ -236,7 +287,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         for kind, shown in list(self.shown.items()):
             if shown.id == message.get("id"):
                 del self.shown[kind]
-                self.dismissed.add(kind)  # silence for that kind after a dismissal
+                self.dismissed.add(kind)  # never again on this page view
+                self.hub.session(self.visitor).dismissed[kind] = time.monotonic()  # silence
         return True
 
     async def _on_pause(self, message: dict[str, Any]) -> bool:
@@ -282,7 +334,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def _presence(self, *, show: bool) -> None:
         """Enter or leave presence, then tell every process the product changed."""
         if not self.is_bot:
-            entry = Entry(self.product_id, self.visitor, self.socket_id, self.site_id)
+            entry = self._entry()
             try:
                 if show:
                     await presence_store().show(entry, ttl_s=self._ttl_s())
@@ -291,6 +343,15 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             except RedisError as exc:
                 # The refresher re-enters open sockets once Redis is back.
                 log.warning("presence write failed: %s", exc)
+        await self.hub.changed(self.product_id)
+
+    async def _presence_swap(self, before: Entry) -> None:
+        """The page's context changed (country, returning hint): replace the presence member."""
+        try:
+            await presence_store().hide(before)
+            await presence_store().show(self._entry(), ttl_s=self._ttl_s())
+        except RedisError as exc:
+            log.warning("presence write failed: %s", exc)
         await self.hub.changed(self.product_id)
 
     @staticmethod

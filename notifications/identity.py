@@ -33,6 +33,22 @@ def user_agent_is_bot(user_agent: str) -> bool:
     return not user_agent.strip() or bool(BOT_PATTERN.search(user_agent))
 
 
+def device_class(user_agent: str) -> str:
+    """mobile, tablet or desktop: the only thing a segment may learn from the User-Agent."""
+    ua = user_agent.lower()
+    if "ipad" in ua or "tablet" in ua or ("android" in ua and "mobile" not in ua):
+        return "tablet"
+    if "mobi" in ua or "iphone" in ua or "android" in ua:
+        return "mobile"
+    return "desktop"
+
+
+def locale_from_accept_language(header: str) -> str:
+    """The first language tag of Accept-Language, lower-cased ("en-us"), or ""."""
+    first = header.split(",", 1)[0].split(";", 1)[0].strip().lower()
+    return first if first and first != "*" and len(first) <= 20 else ""
+
+
 @lru_cache(maxsize=16)
 def _networks(proxies: tuple[str, ...]) -> tuple:
     return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)

@@ -4,6 +4,7 @@ Presence metrics are computed from what `presence.py` read; ledger metrics read 
 ledger (verified purchases only, refunds and cancels withdrawn, bots and test orders never
 counted). Nothing here decides what is shown: that is the policy's job."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,26 +20,75 @@ class Metric:
     true_value: int
     window_s: int
     evidence: dict = field(default_factory=dict)
+    # Reference groups this claim could name instead of "everyone": group → (label, true count
+    # within the group). A group's count is never more than the whole.
+    groups: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
 
-def viewing_now(*, visitors: set[str], recipient: str, ttl_s: int, at: datetime) -> Metric:
+FIRST_TIME_LABEL = "first-time visitors"
+COUNTRY_LABEL = "your country"
+
+
+@dataclass(frozen=True)
+class PresenceSnapshot:
+    """One presence read, aggregated once so each recipient's count is O(1)."""
+
+    visitors: Mapping[str, tuple[str, str]]
+    by_country: Mapping[str, int]
+    first_time: int
+
+    @classmethod
+    def of(cls, visitors: Mapping[str, tuple[str, str]]) -> "PresenceSnapshot":
+        by_country: dict[str, int] = {}
+        first_time = 0
+        for country, returning in visitors.values():
+            if country:
+                by_country[country] = by_country.get(country, 0) + 1
+            first_time += returning == "false"
+        return cls(visitors=visitors, by_country=by_country, first_time=first_time)
+
+
+def viewing_now(
+    *,
+    presence: PresenceSnapshot,
+    recipient: str,
+    ttl_s: int,
+    at: datetime,
+    category: str = "",
+    country: str = "",
+    returning: str = "",
+) -> Metric:
     """Distinct non-bot visitors with a visible page on the product, minus the recipient.
 
-    `visitors` comes from presence (bots are never entered there). Two tabs of one visitor
-    are one hash, so they count once; the recipient's own hash is never counted for them.
-    """
-    others = len(visitors) - (1 if recipient in visitors else 0)
+    `presence` comes from one presence read (visitor hash → (country, returning hint); bots are
+    never entered there). Two tabs of one visitor are one hash, so they count once; the
+    recipient's own hash is never counted for them. Everyone on this product's page is a shopper
+    in its category; the country and first-visit groups count only those sharing the recipient's."""
+    mine = presence.visitors.get(recipient)
+    others = len(presence.visitors) - (mine is not None)
+    groups: dict[str, tuple[str, int]] = {}
+    if category:
+        groups["category"] = (category, others)
+    if country:
+        same = presence.by_country.get(country, 0) - (mine is not None and mine[0] == country)
+        groups["country"] = (COUNTRY_LABEL, same)
+    if returning == "false":
+        groups["first_time"] = (
+            FIRST_TIME_LABEL,
+            presence.first_time - (mine is not None and mine[1] == "false"),
+        )
     return Metric(
         metric="viewing_now",
         true_value=others,
         window_s=ttl_s,
         evidence={
             "aggregate": "distinct visitor hashes with a visible page on the product",
-            "distinct_visitors": len(visitors),
-            "recipient_excluded": recipient in visitors,
+            "distinct_visitors": len(presence.visitors),
+            "recipient_excluded": mine is not None,
             "presence_ttl_s": ttl_s,
             "computed_at": at.isoformat(),
         },
+        groups=groups,
     )
 
 
@@ -129,7 +179,9 @@ def purchases_in_window(*, product_id: int, at: datetime, windows_s=COUNT_WINDOW
     return result
 
 
-def add_to_cart_in_window(*, product_id: int, at: datetime, window_s: int = COUNT_WINDOWS_S[0]) -> Metric:
+def add_to_cart_in_window(
+    *, product_id: int, at: datetime, window_s: int = COUNT_WINDOWS_S[0], category: str = ""
+) -> Metric:
     """Distinct shoppers who added the product to their cart in the window.
 
     A visitor's hash changes with the daily salt, so one shopper on both sides of midnight UTC
@@ -149,9 +201,11 @@ def add_to_cart_in_window(*, product_id: int, at: datetime, window_s: int = COUN
         .annotate(shoppers=Count("visitor_hash", distinct=True))
     )
     days = {row["day"].isoformat(): row["shoppers"] for row in per_day}
+    shoppers = max(days.values(), default=0)
     return Metric(
         metric="add_to_cart_in_window",
-        true_value=max(days.values(), default=0),
+        true_value=shoppers,
+        groups={"category": (category, shoppers)} if category else {},
         window_s=window_s,
         evidence={
             "aggregate": "distinct non-bot visitors adding to cart; the largest single UTC day",
@@ -162,15 +216,15 @@ def add_to_cart_in_window(*, product_id: int, at: datetime, window_s: int = COUN
     )
 
 
-def product_ledger_metrics(*, product_id: int, at: datetime) -> list[Metric]:
+def product_ledger_metrics(*, product_id: int, at: datetime, category: str = "") -> list[Metric]:
     """Every ledger metric a product page could be shown, computed once per update round."""
     found = [recent_purchase(product_id=product_id, at=at)]
     found += purchases_in_window(product_id=product_id, at=at)
-    found.append(add_to_cart_in_window(product_id=product_id, at=at))
+    found.append(add_to_cart_in_window(product_id=product_id, at=at, category=category))
     return [metric for metric in found if metric is not None]
 
 
-def shoppers_on_site_now(*, visitors: set[str], ttl_s: int, at: datetime) -> Metric:
+def shoppers_on_site_now(*, visitors: Mapping[str, tuple[str, str]], ttl_s: int, at: datetime) -> Metric:
     """Distinct non-bot visitors with a visible page anywhere on the site (presence)."""
     return Metric(
         metric="shoppers_on_site_now",

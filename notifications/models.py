@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.deconstruct import deconstructible
 
 
 def origin_normalize(value: str) -> str:
@@ -288,3 +289,264 @@ class AuditAlarm(models.Model):
 
     def __str__(self) -> str:
         return f"Claim #{self.notification_id}: {self.reason}"
+
+
+# --- The policy layer's configuration (SPEC 3) ---------------------------------------------
+
+
+@deconstructible
+class CsvChoicesValidator:
+    """A comma-separated list whose items all come from `allowed`."""
+
+    def __init__(self, allowed) -> None:
+        self.allowed = sorted(allowed)
+
+    def __call__(self, value: str) -> None:
+        unknown = [item for item in csv_split(value) if item not in self.allowed]
+        if unknown:
+            raise ValidationError(
+                f"unknown value(s): {', '.join(unknown)}; allowed: {', '.join(self.allowed)}"
+            )
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CsvChoicesValidator) and self.allowed == other.allowed
+
+
+def _csv_validator(allowed) -> CsvChoicesValidator:
+    return CsvChoicesValidator(allowed)
+
+
+def csv_split(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip().lower() for part in (value or "").split(",") if part.strip()))
+
+
+KIND_CHOICES = [
+    ("viewing_now", "viewing now"),
+    ("recent_purchase", "recent purchase"),
+    ("purchases_in_window", "purchases in window"),
+    ("add_to_cart_in_window", "add to cart in window"),
+]
+KINDS = {value for value, _ in KIND_CHOICES}
+GROUP_NAMES = {"category", "country", "first_time", "everyone"}
+
+
+class Tier(models.IntegerChoices):
+    GENTLE = 1, "1 — gentle (plain facts, no exclamation)"
+    MODERATE = 2, "2 — moderate (may say “popular”)"
+    STRONG = 3, "3 — strong (may say “trending”)"
+
+
+class PolicyConfig(models.Model):
+    """A store's policy, edited in the admin. Every save is a new version (a `PolicySnapshot`),
+    and each notification records the version it was decided under."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="policies")
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField(default=0, editable=False)
+    allowed_kinds = models.CharField(
+        max_length=200,
+        default="viewing_now, recent_purchase, purchases_in_window, add_to_cart_in_window",
+        validators=[_csv_validator(KINDS)],
+        help_text="Comma-separated notification kinds this policy may show.",
+    )
+    min_count = models.PositiveIntegerField(
+        default=3, help_text="Nothing is shown below this true (and displayed) count; at least 3."
+    )
+    cap_viewing_now = models.PositiveIntegerField(default=20, help_text="Above it: “20+”.")
+    cap_purchases_in_window = models.PositiveIntegerField(default=50)
+    cap_add_to_cart_in_window = models.PositiveIntegerField(default=20)
+    rounding_step = models.PositiveIntegerField(
+        default=1, help_text="Counts are rounded down to a multiple of this (1 = exact)."
+    )
+    max_share_pct = models.PositiveIntegerField(
+        default=0, help_text="Largest share of a reference group that may be claimed; 0 = no share claims."
+    )
+    tier = models.PositiveSmallIntegerField(choices=Tier.choices, default=Tier.MODERATE)
+    per_page_view = models.PositiveIntegerField(default=2, help_text="New toasts per page view.")
+    per_session = models.PositiveIntegerField(default=6, help_text="New toasts per visit (30 minutes).")
+    min_gap_s = models.PositiveIntegerField(default=15, help_text="Seconds between two new toasts.")
+    dismiss_silence_s = models.PositiveIntegerField(
+        default=600, help_text="Seconds of silence for a kind after the shopper closes one."
+    )
+    recent_purchase_window_s = models.PositiveIntegerField(
+        default=3600, help_text="Older purchases are never shown as recent."
+    )
+    count_window_max_s = models.PositiveIntegerField(
+        default=7 * 86_400, help_text="The widest window a purchase count may speak of."
+    )
+    allowed_groups = models.CharField(
+        max_length=200,
+        default="category, everyone",
+        validators=[_csv_validator(GROUP_NAMES)],
+        help_text="Reference groups in order of preference (narrowest first): category, country, "
+        "first_time, everyone.",
+    )
+    excluded_groups = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[_csv_validator(GROUP_NAMES)],
+        help_text="Groups that never appear in a message for this policy.",
+    )
+    holdout_pct = models.FloatField(
+        default=0.0, help_text="Share of visitors (0–100) who see nothing: the control."
+    )
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "policy"
+        verbose_name_plural = "policies"
+        constraints = [models.UniqueConstraint(fields=["site", "name"], name="policy_name_per_site")]
+
+    def __str__(self) -> str:
+        return f"{self.name} (v{self.version})"
+
+    @property
+    def version_label(self) -> str:
+        return f"site{self.site_id}-{self.name}-v{self.version}"
+
+    def clean(self) -> None:
+        if self.min_count < 3:
+            raise ValidationError({"min_count": "At least 3: smaller counts single out people (SPEC 2.7)."})
+        if not 0 <= self.holdout_pct <= 100:
+            raise ValidationError({"holdout_pct": "A percentage from 0 to 100."})
+        if self.rounding_step < 1:
+            raise ValidationError({"rounding_step": "At least 1."})
+        if self.max_share_pct > 100:
+            raise ValidationError({"max_share_pct": "A percentage from 0 to 100."})
+
+    def settings_dict(self) -> dict:
+        return {
+            f.name: getattr(self, f.name)
+            for f in self._meta.fields
+            if f.name not in ("id", "site", "version", "updated_at", "name")
+        }
+
+
+class PolicySnapshot(models.Model):
+    """An immutable copy of a policy as it was at one version: what `/why/` and audits refer to."""
+
+    policy = models.ForeignKey(PolicyConfig, on_delete=models.CASCADE, related_name="snapshots")
+    version = models.PositiveIntegerField()
+    label = models.CharField(max_length=200, unique=True)
+    settings = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class SegmentConfig(models.Model):
+    """An audience segment: an ordered rule over the visitor context (first match wins)."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=100)
+    order = models.PositiveIntegerField(default=100, help_text="Lower runs first; first match wins.")
+    is_default = models.BooleanField(
+        default=False, help_text="The segment for everyone no other rule matches (its rule is ignored)."
+    )
+    policy = models.ForeignKey(PolicyConfig, on_delete=models.PROTECT, related_name="segments")
+    category_kinds = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[_csv_validator({"self_expression", "utilitarian", "other"})],
+        help_text="e.g. self_expression, utilitarian",
+    )
+    categories = models.CharField(max_length=300, blank=True, help_text="Category names, comma-separated.")
+    locales = models.CharField(max_length=200, blank=True, help_text="Language prefixes, e.g. en, de, pt-br.")
+    countries = models.CharField(max_length=200, blank=True, help_text="ISO country codes, e.g. us, gb.")
+    devices = models.CharField(
+        max_length=100, blank=True, validators=[_csv_validator({"mobile", "tablet", "desktop"})]
+    )
+    returning = models.CharField(
+        max_length=5,
+        blank=True,
+        choices=[("", "any"), ("false", "new visitors"), ("true", "returning visitors")],
+        help_text="From the store's data-hint-returning.",
+    )
+    referrer_contains = models.CharField(max_length=200, blank=True)
+    campaigns = models.CharField(max_length=300, blank=True, help_text="utm_campaign values.")
+    hints = models.CharField(
+        max_length=300, blank=True, help_text="Store hints as name=value pairs, comma-separated."
+    )
+
+    class Meta:
+        ordering = ["is_default", "order", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.policy_id and self.site_id and self.policy.site_id != self.site_id:
+            raise ValidationError({"policy": "The policy must belong to the same site."})
+        for pair in csv_split(self.hints):
+            if "=" not in pair:
+                raise ValidationError({"hints": f"'{pair}' is not name=value."})
+
+
+class MessageTemplate(models.Model):
+    """A store's wording for one kind, reference group, intensity tier and locale. Checked by the
+    template linter when saved: numbers only through placeholders, no names, no pressure."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="templates")
+    kind = models.CharField(max_length=40, choices=KIND_CHOICES)
+    group = models.CharField(
+        max_length=20,
+        default="everyone",
+        choices=[(g, g) for g in ("everyone", "category", "country", "first_time")],
+    )
+    tier = models.PositiveSmallIntegerField(choices=Tier.choices, default=Tier.GENTLE)
+    locale = models.CharField(max_length=10, default="en", help_text="Language prefix, e.g. en, de.")
+    text = models.CharField(max_length=160, help_text="e.g. “{count} other people are viewing this”.")
+    text_plural = models.CharField(max_length=160, blank=True, help_text="For counts other than 1.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "kind", "group", "tier", "locale"], name="template_per_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def clean(self) -> None:
+        from .policy.lint import template_lint
+
+        for name in ("text", "text_plural"):
+            value = getattr(self, name)
+            if not value and name == "text_plural":
+                continue
+            problem = template_lint(value, kind=self.kind, tier=self.tier)
+            if (
+                problem is None
+                and self.group != "everyone"
+                and "{group}" not in value
+                and self.group == "category"
+            ):
+                problem_text = "a category-group template names the group through {group}"
+                raise ValidationError({name: problem_text})
+            if problem is not None:
+                raise ValidationError({name: f"Rejected ({problem.code}): {problem.reason}"})
+
+
+class RefusalCount(models.Model):
+    """Policy refusals per day, site, kind and reason (SPEC 3): why something was not shown."""
+
+    day = models.DateField()
+    site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    kind = models.CharField(max_length=40)
+    reason = models.CharField(max_length=40)
+    policy_version = models.CharField(max_length=200)
+    count = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "site", "kind", "reason", "policy_version"], name="refusal_bucket"
+            )
+        ]
+        indexes = [models.Index(fields=["site", "last_at"])]

@@ -33,10 +33,14 @@ class Entry:
     socket_id: str
     # The same member is also kept per site, for `shoppers_on_site_now`; 0 = not tracked.
     site_id: int = 0
+    # Coarse attributes for reference groups ("shoppers from your country"): a country code and
+    # the store's returning hint. Never anything that identifies.
+    country: str = ""
+    returning: str = ""
 
     @property
     def member(self) -> str:
-        return f"{self.visitor}|{self.socket_id}"
+        return f"{self.visitor}|{self.socket_id}|{self.country}|{self.returning}"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -46,6 +50,15 @@ class Entry:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _by_visitor(members) -> dict[str, tuple[str, str]]:
+    """Distinct visitors (two tabs are one) with their (country, returning) attributes."""
+    found: dict[str, tuple[str, str]] = {}
+    for member in members:
+        visitor, _socket, country, returning = ([*member.split("|", 3), "", ""])[:4]
+        found.setdefault(visitor, (country, returning))
+    return found
 
 
 class MemoryPresence:
@@ -85,14 +98,14 @@ class MemoryPresence:
                 changed.add(product_id)
         return changed
 
-    async def _visitors(self, key: str) -> set[str]:
+    async def _visitors(self, key: str) -> dict[str, tuple[str, str]]:
         now = _now_ms()
-        return {m.split("|", 1)[0] for m, expiry in self._sets.get(key, {}).items() if expiry > now}
+        return _by_visitor(m for m, expiry in self._sets.get(key, {}).items() if expiry > now)
 
-    async def visitors(self, product_id: int) -> set[str]:
+    async def visitors(self, product_id: int) -> dict[str, tuple[str, str]]:
         return await self._visitors(KEY_PREFIX + str(product_id))
 
-    async def site_visitors(self, site_id: int) -> set[str]:
+    async def site_visitors(self, site_id: int) -> dict[str, tuple[str, str]]:
         return await self._visitors(SITE_KEY_PREFIX + str(site_id))
 
     async def close(self) -> None:
@@ -151,14 +164,14 @@ class RedisPresence:
             removed = await pipe.execute()
         return {pid for pid, n in zip(product_ids, removed[: len(product_ids)], strict=True) if n}
 
-    async def _visitors(self, key: str) -> set[str]:
+    async def _visitors(self, key: str) -> dict[str, tuple[str, str]]:
         members = await self.redis.zrangebyscore(key, _now_ms() + 1, "+inf")
-        return {m.split(b"|", 1)[0].decode() for m in members}
+        return _by_visitor(m.decode() for m in members)
 
-    async def visitors(self, product_id: int) -> set[str]:
+    async def visitors(self, product_id: int) -> dict[str, tuple[str, str]]:
         return await self._visitors(KEY_PREFIX + str(product_id))
 
-    async def site_visitors(self, site_id: int) -> set[str]:
+    async def site_visitors(self, site_id: int) -> dict[str, tuple[str, str]]:
         return await self._visitors(SITE_KEY_PREFIX + str(site_id))
 
     async def close(self) -> None:

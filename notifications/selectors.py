@@ -3,7 +3,11 @@
 import time
 from dataclasses import dataclass
 
-from .models import Product, Site
+from django.conf import settings
+
+from .models import MessageTemplate, PolicyConfig, Product, SegmentConfig, Site, csv_split
+from .policy.decision import Policy, Template
+from .policy.segments import Segment, SegmentRule, default_segments
 
 
 @dataclass(frozen=True)
@@ -12,6 +16,8 @@ class WidgetTarget:
     site_origins: tuple[str, ...]
     product_id: int
     sku: str
+    category: str = ""
+    category_kind: str = "other"
 
 
 # The socket handshake is hot (thousands of connects a minute); a few seconds of staleness
@@ -39,6 +45,8 @@ def widget_target_get(*, key: str, sku: str) -> WidgetTarget | None:
             site_origins=tuple(product.site.origins),
             product_id=product.pk,
             sku=product.sku,
+            category=product.category,
+            category_kind=product.category_kind,
         )
         if product
         else None
@@ -69,3 +77,108 @@ def site_active_by_key(*, key: str) -> Site | None:
     if not key_plausible(key):
         return None
     return Site.objects.filter(public_key=key, is_active=True).first()
+
+
+# --- The policy catalog: a site's segments, policies and templates -------------------------
+
+
+@dataclass(frozen=True)
+class PolicyCatalog:
+    segments: tuple[Segment, ...]
+    templates: tuple[tuple[str, Template], ...]  # (locale prefix, template)
+
+    def templates_for(self, locale: str) -> tuple[Template, ...]:
+        return tuple(t for prefix, t in self.templates if locale == prefix or locale.startswith(prefix + "-"))
+
+
+def policy_from_config(config: PolicyConfig) -> Policy:
+    count_kinds = ("viewing_now", "purchases_in_window", "add_to_cart_in_window")
+    return Policy(
+        version=config.version_label,
+        name=config.name,
+        allowed_kinds=frozenset(csv_split(config.allowed_kinds)),
+        display_caps={
+            "viewing_now": config.cap_viewing_now,
+            "purchases_in_window": config.cap_purchases_in_window,
+            "add_to_cart_in_window": config.cap_add_to_cart_in_window,
+        },
+        rounding_steps={kind: max(1, config.rounding_step) for kind in count_kinds},
+        min_count=max(3, config.min_count),
+        max_share_pct=config.max_share_pct,
+        tier=config.tier,
+        per_page_view=config.per_page_view,
+        per_session=config.per_session,
+        min_gap_s=config.min_gap_s,
+        dismiss_silence_s=config.dismiss_silence_s,
+        recency_s={
+            "recent_purchase": config.recent_purchase_window_s,
+            "purchases_in_window": config.count_window_max_s,
+            "add_to_cart_in_window": config.count_window_max_s,
+            "viewing_now": 3600,
+        },
+        allowed_groups=csv_split(config.allowed_groups) or ("everyone",),
+        excluded_groups=frozenset(csv_split(config.excluded_groups)),
+        holdout_pct=config.holdout_pct,
+    )
+
+
+def _rule(row: SegmentConfig) -> SegmentRule:
+    hints = dict(pair.split("=", 1) for pair in csv_split(row.hints) if "=" in pair)
+    return SegmentRule(
+        category_kinds=csv_split(row.category_kinds),
+        categories=csv_split(row.categories),
+        locales=csv_split(row.locales),
+        countries=csv_split(row.countries),
+        devices=csv_split(row.devices),
+        returning=row.returning,
+        referrer_contains=row.referrer_contains.strip().lower(),
+        campaigns=csv_split(row.campaigns),
+        hints={k.strip(): v.strip() for k, v in hints.items()},
+    )
+
+
+def policy_catalog_build(site_id: int) -> PolicyCatalog:
+    rows = list(SegmentConfig.objects.filter(site_id=site_id).select_related("policy"))
+    if rows:
+        segments = [
+            Segment(row.name, _rule(row), policy_from_config(row.policy))
+            for row in rows
+            if not row.is_default
+        ]
+        default = next((row for row in rows if row.is_default), None)
+        if default is not None:
+            segments.append(Segment(default.name, SegmentRule(), policy_from_config(default.policy)))
+        else:
+            segments.append(default_segments(min_count=max(1, settings.CANDOR_MIN_COUNT))[-1])
+    else:
+        segments = list(default_segments(min_count=max(1, settings.CANDOR_MIN_COUNT)))
+    templates = tuple(
+        (
+            row.locale.strip().lower(),
+            Template(
+                kind=row.kind, tier=row.tier, group=row.group, singular=row.text, plural=row.text_plural
+            ),
+        )
+        for row in MessageTemplate.objects.filter(site_id=site_id)
+    )
+    return PolicyCatalog(segments=tuple(segments), templates=templates)
+
+
+# Segments and policies change rarely and are read on every page message: a few seconds of
+# staleness after an admin edit is the trade for no query on the hot path.
+_CATALOG_TTL_S = 5.0
+_catalogs: dict[int, tuple[float, PolicyCatalog]] = {}
+
+
+def policy_catalog_get(site_id: int) -> PolicyCatalog:
+    now = time.monotonic()
+    cached = _catalogs.get(site_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    catalog = policy_catalog_build(site_id)
+    _catalogs[site_id] = (now + _CATALOG_TTL_S, catalog)
+    return catalog
+
+
+def policy_catalogs_forget() -> None:
+    _catalogs.clear()

@@ -10,7 +10,17 @@ from django.db.models import F
 from django.db.models.functions import Least
 from django.utils import timezone
 
-from .models import CategoryKind, IngestRefusal, Notification, Product, Site, SiteSecret
+from .models import (
+    CategoryKind,
+    IngestRefusal,
+    Notification,
+    PolicyConfig,
+    PolicySnapshot,
+    Product,
+    RefusalCount,
+    Site,
+    SiteSecret,
+)
 
 MAX_ACTIVE_SECRETS = 2
 
@@ -223,3 +233,44 @@ def ingest_refusal_count(*, site_id: int | None, endpoint: str, code: str) -> No
                 IngestRefusal.objects.create(**bucket, count=1)
         except IntegrityError:  # made by a concurrent request meanwhile
             IngestRefusal.objects.filter(**bucket).update(count=F("count") + 1)
+
+
+def refusal_counts_add(counts: dict[tuple[int, str, str, str], int]) -> None:
+    """Add policy refusals, keyed (site id, kind, reason, policy version), to today's counts."""
+    now = timezone.now()
+    for (site_id, kind, reason, policy_version), count in counts.items():
+        bucket = {
+            "day": now.date(),
+            "site_id": site_id,
+            "kind": kind,
+            "reason": reason,
+            "policy_version": policy_version[:200],
+        }
+        updated = RefusalCount.objects.filter(**bucket).update(count=F("count") + count, last_at=now)
+        if not updated:
+            try:
+                with transaction.atomic():
+                    RefusalCount.objects.create(**bucket, count=count, last_at=now)
+            except IntegrityError:
+                RefusalCount.objects.filter(**bucket).update(count=F("count") + count, last_at=now)
+
+
+@transaction.atomic
+def policy_save(*, policy: PolicyConfig) -> PolicyConfig:
+    """Save a policy as a new version: the row moves on, and an immutable snapshot of this
+    version is kept, so every notification's `policy_version` can be looked up (SPEC 3)."""
+    policy.full_clean()
+    if policy.pk:
+        current = PolicyConfig.objects.select_for_update().get(pk=policy.pk)
+        policy.version = current.version + 1
+    else:
+        policy.version = 1
+    policy.updated_at = timezone.now()
+    policy.save()
+    PolicySnapshot.objects.create(
+        policy=policy, version=policy.version, label=policy.version_label, settings=policy.settings_dict()
+    )
+    from .selectors import policy_catalogs_forget
+
+    policy_catalogs_forget()
+    return policy

@@ -17,6 +17,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
@@ -26,10 +27,11 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from . import metrics
-from .policy import Decision, decide, policy_default
-from .policy.decision import LIVE_KINDS
+from .policy import Decision, RefusalReason, decide
+from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal
 from .presence import Entry, presence_store
-from .services import notification_log_record
+from .selectors import policy_catalog_get
+from .services import notification_log_record, refusal_counts_add
 
 if TYPE_CHECKING:
     from .consumers import WidgetConsumer
@@ -39,8 +41,20 @@ log = logging.getLogger(__name__)
 CHANGES_CHANNEL = "candor:v1:changes"
 LEDGER_KINDS = tuple(sorted(LIVE_KINDS - {"viewing_now"}))
 
-# Counted refusals by reason; the admin view of them comes with the policy layer (issue 5).
-refusals: Counter[str] = Counter()
+# Policy refusals by (site, kind, reason, policy version), flushed to `RefusalCount` rows on
+# every refresh so the admin shows them (SPEC 3).
+refusals: Counter[tuple] = Counter()
+# A visit, for the per-session frequency cap: cookieless, so "the same visitor hash seen within
+# the last 30 minutes", kept by the process that holds the visitor's sockets.
+SESSION_S = 30 * 60
+
+
+@dataclass
+class Session:
+    seen_s: float
+    toasts: int = 0
+    last_toast_s: float | None = None
+    dismissed: dict[str, float] = field(default_factory=dict)
 
 
 class Hub:
@@ -56,6 +70,8 @@ class Hub:
         self._start_lock = asyncio.Lock()
         self._degraded = False
         self._redis_url = settings.CANDOR_REDIS_URL
+        self._sessions: dict[str, Session] = {}
+        self._retries: dict[int, asyncio.TimerHandle] = {}
 
     # --- membership --------------------------------------------------------------------
     async def join(self, consumer: "WidgetConsumer") -> None:
@@ -104,41 +120,103 @@ class Hub:
 
     async def round(self, product_id: int) -> None:
         """Recompute and send: one presence read and one ledger read for the product, then one
-        decision per distinct (kind, true value), shared by every recipient it applies to."""
+        decision per distinct (policy version, locale, kind, value), shared by every recipient it
+        applies to; the holdout and frequency caps are then checked per recipient."""
         recipients = [c for c in self.sockets.get(product_id, ()) if c.listening]
         if not recipients:
             return
         ttl_s = settings.CANDOR_PRESENCE_TTL_S
         try:
-            visitors = await presence_store().visitors(product_id)
+            presence = metrics.PresenceSnapshot.of(await presence_store().visitors(product_id))
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
             self._degraded = True
             await _send_all([(c, m) for c in recipients for m in c.withdraw_all_messages()])
             return
         now = timezone.now()
-        policy = policy_default()
-        ledger = await database_sync_to_async(metrics.product_ledger_metrics)(product_id=product_id, at=now)
-        # The same for every viewer of the product: one decision per kind, narrowest window first.
-        shared: dict[str, Decision | None] = {kind: None for kind in LEDGER_KINDS}
+        now_s = time.monotonic()
+        first = recipients[0]
+        catalog = await database_sync_to_async(policy_catalog_get)(first.site_id)
+        ledger = await database_sync_to_async(metrics.product_ledger_metrics)(
+            product_id=product_id, at=now, category=first.target.category
+        )
+        by_kind: dict[str, list[metrics.Metric]] = defaultdict(list)
         for metric in ledger:
-            if shared.get(metric.metric) is None:
-                shared[metric.metric] = _decided(metric, policy)
-        by_viewers: dict[int, Decision | None] = {}
+            by_kind[metric.metric].append(metric)  # narrowest window first
+        shared: dict[tuple, Decision | None] = {}
         per_claim: dict[tuple, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
         outgoing = []
+        retry_in_s: float | None = None
         for consumer in recipients:
-            metric = metrics.viewing_now(visitors=visitors, recipient=consumer.visitor, ttl_s=ttl_s, at=now)
-            if metric.true_value not in by_viewers:
-                by_viewers[metric.true_value] = _decided(metric, policy)
-            for kind, decision in (("viewing_now", by_viewers[metric.true_value]), *shared.items()):
+            segment = consumer.segment_in(catalog)
+            policy = segment.policy
+            ctx = consumer.visitor_context
+            templates = catalog.templates_for(ctx.locale)
+            viewing = metrics.viewing_now(
+                presence=presence,
+                recipient=consumer.visitor,
+                ttl_s=ttl_s,
+                at=now,
+                category=ctx.category,
+                country=ctx.country,
+                returning=ctx.returning,
+            )
+            candidates = (
+                ("viewing_now", (viewing,)),
+                *((kind, by_kind.get(kind, ())) for kind in LEDGER_KINDS),
+            )
+            for kind, found in candidates:
+                key = (
+                    policy.version,
+                    ctx.locale,
+                    kind,
+                    tuple((m.true_value, tuple(m.groups.items())) for m in found),
+                )
+                if key not in shared:
+                    shared[key] = self._decide_first(found, policy, templates, consumer.site_id)
+                decision = shared[key]
                 if decision is None:
                     message = consumer.withdraw_message(kind)
                     if message:
                         outgoing.append((consumer, message))
+                    continue
+                is_new = kind not in consumer.shown
+                if is_new and not consumer.needs(decision):
+                    continue  # dismissed on this page, or this page's toast of that kind was used
+                session = self.session(consumer.visitor)
+                state = SessionState(
+                    now_s=now_s,
+                    page_toasts=sum(consumer.opened.values()),
+                    session_toasts=session.toasts,
+                    last_toast_s=max(
+                        filter(None, (session.last_toast_s, consumer.last_toast_s)), default=None
+                    ),
+                    dismissed_s=session.dismissed.get(kind),
+                )
+                refusal = recipient_refusal(
+                    policy=policy, visitor=consumer.visitor, session=state, is_new=is_new
+                )
+                if refusal is not None:
+                    self._refused(consumer.site_id, kind, refusal, policy.version)
+                    if refusal in (RefusalReason.MIN_GAP, RefusalReason.DISMISSED):
+                        wait = (
+                            policy.min_gap_s if refusal == RefusalReason.MIN_GAP else policy.dismiss_silence_s
+                        )
+                        since = state.last_toast_s if refusal == RefusalReason.MIN_GAP else state.dismissed_s
+                        remaining = max(0.1, wait - (now_s - (since or now_s)))
+                        retry_in_s = remaining if retry_in_s is None else min(retry_in_s, remaining)
+                    continue
+                if is_new:
+                    session.toasts += 1
+                    session.last_toast_s = now_s
+                    consumer.last_toast_s = now_s
+                    per_claim[
+                        (kind, decision.text, decision.displayed, decision.window_s, decision.policy_version)
+                    ].append((consumer, decision))
                 elif consumer.needs(decision):
-                    claim_key = (decision.kind, decision.text, decision.displayed, decision.window_s)
-                    per_claim[claim_key].append((consumer, decision))
+                    per_claim[
+                        (kind, decision.text, decision.displayed, decision.window_s, decision.policy_version)
+                    ].append((consumer, decision))
         for group in per_claim.values():
             lowest = min(group, key=lambda pair: pair[1].true_value)[1]
             notification_id = await database_sync_to_async(notification_log_record)(
@@ -156,7 +234,47 @@ class Hub:
                 outgoing.append((consumer, consumer.claim_message(decision, notification_id)))
         for consumer in recipients:
             consumer.force_snapshot = False
+        if retry_in_s is not None:
+            self._retry_later(product_id, retry_in_s)
         await _send_all(outgoing)
+
+    def _decide_first(self, found, policy, templates, site_id: int) -> Decision | None:
+        """The first of a kind's metrics (narrowest window first) the policy lets through."""
+        reason = None
+        for metric in found:
+            result = decide(metric=metric, policy=policy, templates=templates)
+            if isinstance(result, Decision):
+                return result
+            reason = result
+        if reason is not None:
+            self._refused(site_id, reason.kind, reason.reason, reason.policy_version)
+        return None
+
+    def _refused(self, site_id: int, kind: str, reason: str, policy_version: str) -> None:
+        refusals[(site_id, kind, str(reason), policy_version)] += 1
+
+    def _retry_later(self, product_id: int, delay_s: float) -> None:
+        """A toast held back by a gap or a silence gets another chance when it ends."""
+        if product_id in self._retries:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retries.pop(product_id, None)
+            self.on_change(product_id)
+
+        self._retries[product_id] = loop.call_later(delay_s, fire)
+
+    def session(self, visitor: str) -> "Session":
+        """This visitor's visit (30 minutes since last seen) in this process."""
+        now_s = time.monotonic()
+        session = self._sessions.get(visitor)
+        if session is None or now_s - session.seen_s > SESSION_S:
+            if len(self._sessions) > 100_000:
+                self._sessions = {v: s for v, s in self._sessions.items() if now_s - s.seen_s <= SESSION_S}
+            session = self._sessions[visitor] = Session(seen_s=now_s)
+        session.seen_s = now_s
+        return session
 
     # --- background: subscription and presence refresh ---------------------------------
     async def _ensure_started(self) -> None:
@@ -242,6 +360,16 @@ class Hub:
         for product_id in await store.prune(list(self.sockets), site_ids):
             await self.changed(product_id)
 
+    async def _refusals_flush(self) -> None:
+        if not refusals:
+            return
+        counts = dict(refusals)
+        refusals.clear()
+        try:
+            await database_sync_to_async(refusal_counts_add)(counts)
+        except Exception:  # the counts are for the admin; losing one flush must not stop refreshes
+            log.exception("could not record policy refusals")
+
     def _tick_ledger_claims(self) -> None:
         """Ledger claims age with the clock ("bought 8 minutes ago", windows rolling on): every
         refresh, products showing one get a round, so minutes advance and expired claims go."""
@@ -255,6 +383,7 @@ class Hub:
             try:
                 was_degraded = self._degraded
                 self._tick_ledger_claims()
+                await self._refusals_flush()
                 await self.refresh_now()
                 if was_degraded and not self._redis_url:
                     await self._recovered()
@@ -263,14 +392,6 @@ class Hub:
                 self._degraded = True
                 for members in list(self.sockets.values()):
                     await _send_all([(c, m) for c in members for m in c.withdraw_all_messages()])
-
-
-def _decided(metric: metrics.Metric, policy) -> Decision | None:
-    result = decide(metric=metric, policy=policy)
-    if isinstance(result, Decision):
-        return result
-    refusals[result.reason] += 1
-    return None
 
 
 # --- ledger changes, after commit --------------------------------------------------------

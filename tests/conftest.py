@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 
 from notifications.identity import salt_cache_clear
-from notifications.selectors import widget_targets_forget
+from notifications.selectors import policy_catalogs_forget, widget_targets_forget
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -43,10 +43,12 @@ def _cache_clear():
 def _fresh_process_caches():
     salt_cache_clear()
     widget_targets_forget()
+    policy_catalogs_forget()
     _cache_clear()
     yield
     salt_cache_clear()
     widget_targets_forget()
+    policy_catalogs_forget()
 
 
 @pytest.fixture

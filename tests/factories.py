@@ -28,5 +28,17 @@ class ProductFactory(factory.django.DjangoModelFactory):
     site = factory.SubFactory(SiteFactory)
     sku = factory.Sequence(lambda n: f"sku-{n}")
     name = factory.Sequence(lambda n: f"Product {n}")
-    category = "Design & Art"
-    category_kind = CategoryKind.SELF_EXPRESSION
+    # A neutral product: the default segment ("Everyone else", moderate policy). Tests of the
+    # self-expression and utilitarian segments set these.
+    category = ""
+    category_kind = CategoryKind.OTHER
+
+
+def site_policy_set(site, *, segment_name="Everyone", **fields):
+    """Give `site` one default segment under a policy with `fields` (a store's admin edit)."""
+    from notifications.models import PolicyConfig, SegmentConfig
+    from notifications.services import policy_save
+
+    policy = policy_save(policy=PolicyConfig(site=site, name=f"{segment_name} policy", **fields))
+    SegmentConfig.objects.create(site=site, name=segment_name, is_default=True, policy=policy)
+    return policy

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from notifications.models import Notification, SiteSecret
 from notifications.signing import signature_header_make
+from tests.factories import ProductFactory, site_policy_set
 from tests.test_widget_socket import open_visible, settle, visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,9 +26,11 @@ def target(product):
 
 @pytest.fixture
 def product():
-    from tests.factories import ProductFactory
-
-    return ProductFactory()
+    product = ProductFactory()
+    # Several toasts on one page in a few seconds: the store's policy allows it here, so the test
+    # is about the live path, not the frequency caps (tested in test_policy_*).
+    site_policy_set(product.site, min_gap_s=0, per_page_view=5)
+    return product
 
 
 def _signed_post(product, payload):

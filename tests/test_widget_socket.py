@@ -12,7 +12,7 @@ from django.test import Client
 from config.asgi import application
 from notifications.models import Event, Notification
 from notifications.presence import Entry, presence_store
-from tests.factories import DEMO_ORIGIN, ProductFactory
+from tests.factories import DEMO_ORIGIN, ProductFactory, site_policy_set
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +21,11 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 
 @pytest.fixture
 def product():
-    return ProductFactory()
+    product = ProductFactory()
+    # The socket's mechanics, not the frequency caps (tests/test_policy_streaming.py): a policy
+    # that lets every change through at once.
+    site_policy_set(product.site, min_gap_s=0, per_page_view=10, per_session=100)
+    return product
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
 """The decision: a pure pipeline of small steps, each passing the candidate on or dropping it
 with a named reason (Plausible's ingestion pipeline with `drop(event, reason)`). No I/O here.
 
-This is the foundation's default policy; segments, versions in the database and the template
-linter build on it (issue 5).
+`decide(metric, policy, context, session)` is the whole decision for one recipient. The streaming
+round splits it for speed: `decide(..., session=None)` once per distinct (segment, value), shared
+by every recipient it applies to, then `recipient_refusal` per recipient (holdout and frequency
+caps) — the same steps, in the same order.
 """
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -17,31 +20,118 @@ from ..metrics import Metric
 
 
 class RefusalReason(enum.StrEnum):
+    HELD_OUT = "HELD_OUT"
     KIND_NOT_ALLOWED = "KIND_NOT_ALLOWED"
-    BELOW_MIN_COUNT = "BELOW_MIN_COUNT"
     STALE = "STALE"
+    BELOW_MIN_COUNT = "BELOW_MIN_COUNT"
+    EXCLUDED_GROUP = "EXCLUDED_GROUP"
+    NO_TEMPLATE = "NO_TEMPLATE"
+    FREQUENCY_CAP = "FREQUENCY_CAP"
+    MIN_GAP = "MIN_GAP"
+    DISMISSED = "DISMISSED"
+    NO_EVIDENCE = "NO_EVIDENCE"
 
 
 LIVE_KINDS = frozenset({"viewing_now", "recent_purchase", "purchases_in_window", "add_to_cart_in_window"})
+COUNT_KINDS = LIVE_KINDS - {"recent_purchase"}
+# Reference groups, narrowest first by default. `everyone` is the unnamed group ("3 other people").
+GROUPS = ("category", "country", "first_time", "everyone")
 
 
 @dataclass(frozen=True)
 class Policy:
+    """One version of a segment's policy (SPEC 3). Built from code defaults or an admin-edited
+    `PolicyConfig` row; `version` is what every notification records."""
+
     version: str
+    name: str = "default"
     allowed_kinds: frozenset[str] = LIVE_KINDS
-    # Minimum true count (and displayed count) before an aggregate is shown: below it a number
-    # would single out a few people (SPEC 2.7) and say little.
-    min_count: int = 3
     # Above the cap the widget says "20+": a lower bound, and a ceiling on consensus intensity.
-    display_caps: dict[str, int] = field(
+    display_caps: Mapping[str, int] = field(
         default_factory=lambda: {"viewing_now": 20, "purchases_in_window": 50, "add_to_cart_in_window": 20}
     )
-    # Nothing older than this is shown as a recent purchase (SPEC 2.3).
-    recent_purchase_window_s: int = 3600
+    # Counts are rounded down to these steps ("35+" for 37 with step 5); 1 = exact.
+    rounding_steps: Mapping[str, int] = field(default_factory=dict)
+    # Minimum true (and displayed) count before an aggregate is shown: below it a number would
+    # single out a few people (SPEC 2.7) and say little.
+    min_count: int = 3
+    # Largest share of a reference group that may be claimed; 0 = no share claims at all.
+    max_share_pct: int = 0
+    # 1 gentle, 2 moderate, 3 strong: the strongest template wording allowed.
+    tier: int = 2
+    # Frequency caps: new toasts per page view and per session, seconds between new toasts, and
+    # silence after the shopper dismisses one. Updates of a toast on screen are not capped.
+    per_page_view: int = 2
+    per_session: int = 6
+    min_gap_s: int = 15
+    dismiss_silence_s: int = 600
+    # The widest window a claim of each kind may speak of (SPEC 2.3); for recent_purchase, the
+    # oldest purchase that may be shown.
+    recency_s: Mapping[str, int] = field(
+        default_factory=lambda: {
+            "recent_purchase": 3600,
+            "purchases_in_window": 7 * 86_400,
+            "add_to_cart_in_window": 86_400,
+            "viewing_now": 3600,
+        }
+    )
+    # Preference order of reference groups; excluded ones never appear in a message.
+    allowed_groups: tuple[str, ...] = ("category", "everyone")
+    excluded_groups: frozenset[str] = frozenset()
+    # Share of visitors (0–100, by visitor hash) who never see a notification: the control group.
+    holdout_pct: float = 0.0
+
+    def summary(self) -> str:
+        recent_min = self.recency_s.get("recent_purchase", 3600) // 60
+        caps = ", ".join(
+            f"{kind.replace('_', ' ')} {cap}+" for kind, cap in sorted(self.display_caps.items())
+        )
+        return (
+            f"nothing below a true count of {self.min_count}; caps: {caps}; at most {self.per_page_view} "
+            f"new messages per page and {self.per_session} per visit, {self.min_gap_s} s apart; "
+            f"silence for {self.dismiss_silence_s // 60} minutes after you close one; "
+            f"purchases older than {recent_min} minutes are never shown"
+        )
 
 
 def policy_default() -> Policy:
     return Policy(version="default-1", min_count=max(1, settings.CANDOR_MIN_COUNT))
+
+
+@dataclass(frozen=True)
+class VisitorContext:
+    """What the segment rules and reference groups may know of a visitor (SPEC 3). No identity."""
+
+    visitor: str = ""
+    category: str = ""
+    category_kind: str = "other"
+    locale: str = ""
+    country: str = ""
+    device: str = ""
+    returning: str = ""  # "true" / "false" / "" (a store hint; cookieless identity cannot know)
+    referrer: str = ""
+    campaign: str = ""
+    hints: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """What this shopper has been shown: on this page view, and in this visit."""
+
+    now_s: float
+    page_toasts: int = 0
+    session_toasts: int = 0
+    last_toast_s: float | None = None
+    dismissed_s: float | None = None  # when a toast of this kind was last dismissed
+
+
+@dataclass(frozen=True)
+class Template:
+    kind: str
+    tier: int
+    group: str  # one of GROUPS
+    singular: str
+    plural: str = ""  # empty: the singular serves for every count
 
 
 @dataclass(frozen=True)
@@ -53,6 +143,7 @@ class Decision:
     window_s: int
     evidence: dict
     policy_version: str
+    group: str = "everyone"
 
     @property
     def claim(self) -> dict:
@@ -70,11 +161,30 @@ class Refusal:
 class _Candidate:
     metric: Metric
     policy: Policy
+    context: VisitorContext
+    templates: tuple[Template, ...]
+    true_value: int = 0
     displayed_value: int = 0
     displayed: str = ""
+    group: str = "everyone"
+    group_label: str = ""
 
 
 Step = Callable[[_Candidate], "_Candidate | RefusalReason"]
+
+
+def visitor_bucket(visitor: str) -> float:
+    """A stable position in [0, 100) for a visitor hash: the holdout and experiment arms."""
+    digest = hashlib.sha256(f"candor-arm:{visitor}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 * 100
+
+
+def held_out(policy: Policy, visitor: str) -> bool:
+    return policy.holdout_pct > 0 and bool(visitor) and visitor_bucket(visitor) < policy.holdout_pct
+
+
+def _has_evidence(c: _Candidate) -> "_Candidate | RefusalReason":
+    return c if c.metric.evidence else RefusalReason.NO_EVIDENCE
 
 
 def _kind_allowed(c: _Candidate) -> "_Candidate | RefusalReason":
@@ -82,30 +192,54 @@ def _kind_allowed(c: _Candidate) -> "_Candidate | RefusalReason":
 
 
 def _fresh(c: _Candidate) -> "_Candidate | RefusalReason":
-    """A recent purchase is shown only inside the policy's recency window (its age in seconds)."""
-    if c.metric.metric == "recent_purchase" and c.metric.true_value > c.policy.recent_purchase_window_s:
-        return RefusalReason.STALE
-    return c
+    """Nothing older than the policy's window: a purchase's age, a count's window."""
+    limit = c.policy.recency_s.get(c.metric.metric)
+    if limit is None:
+        return c
+    if c.metric.metric == "recent_purchase":
+        return c if c.metric.true_value <= limit else RefusalReason.STALE
+    return c if c.metric.window_s <= limit else RefusalReason.STALE
+
+
+def _group(c: _Candidate) -> "_Candidate | RefusalReason":
+    """The narrowest reference group that is allowed, not excluded, and true for this claim.
+
+    `everyone` uses the metric's own value; a named group uses the metric's count for that group
+    (`metric.groups`), which is never more than the whole."""
+    for group in c.policy.allowed_groups:
+        if group in c.policy.excluded_groups:
+            continue
+        if group == "everyone":
+            return replace(c, true_value=c.metric.true_value, group="everyone", group_label="")
+        found = c.metric.groups.get(group)
+        if found is not None and found[0]:
+            label, value = found
+            if c.metric.metric == "recent_purchase" or value >= c.policy.min_count:
+                true_value = c.metric.true_value if c.metric.metric == "recent_purchase" else value
+                return replace(c, true_value=true_value, group=group, group_label=label)
+    return RefusalReason.EXCLUDED_GROUP
 
 
 def _true_value_at_least_min(c: _Candidate) -> "_Candidate | RefusalReason":
     # A recent purchase is one verified purchase, not an aggregate over people: no minimum.
     if c.metric.metric == "recent_purchase":
         return c
-    return c if c.metric.true_value >= c.policy.min_count else RefusalReason.BELOW_MIN_COUNT
+    return c if c.true_value >= c.policy.min_count else RefusalReason.BELOW_MIN_COUNT
 
 
-def _cap(c: _Candidate) -> "_Candidate | RefusalReason":
-    """Never more than the truth: values above the cap show as the cap with "+". A purchase's
-    age shows in whole minutes, floored."""
+def _cap_and_round(c: _Candidate) -> "_Candidate | RefusalReason":
+    """Never more than the truth: above the cap the cap with "+", else rounded down to the step
+    (with "+" when rounding dropped anything). A purchase's age shows in whole minutes, floored."""
     if c.metric.metric == "recent_purchase":
-        minutes = c.metric.true_value // 60
-        return _Candidate(c.metric, c.policy, minutes, str(minutes))
+        minutes = c.true_value // 60
+        return replace(c, displayed_value=minutes, displayed=str(minutes))
+    value = c.true_value
     cap = c.policy.display_caps.get(c.metric.metric)
-    value = c.metric.true_value
     if cap is not None and value > cap:
-        return _Candidate(c.metric, c.policy, cap, f"{cap}+")
-    return _Candidate(c.metric, c.policy, value, str(value))
+        return replace(c, displayed_value=cap, displayed=f"{cap}+")
+    step = max(1, c.policy.rounding_steps.get(c.metric.metric, 1))
+    rounded = value - value % step
+    return replace(c, displayed_value=rounded, displayed=f"{rounded}+" if rounded < value else str(rounded))
 
 
 def _displayed_at_least_min(c: _Candidate) -> "_Candidate | RefusalReason":
@@ -114,7 +248,15 @@ def _displayed_at_least_min(c: _Candidate) -> "_Candidate | RefusalReason":
     return c if c.displayed_value >= c.policy.min_count else RefusalReason.BELOW_MIN_COUNT
 
 
-PIPELINE: tuple[Step, ...] = (_kind_allowed, _fresh, _true_value_at_least_min, _cap, _displayed_at_least_min)
+PIPELINE: tuple[Step, ...] = (
+    _has_evidence,
+    _kind_allowed,
+    _fresh,
+    _group,
+    _true_value_at_least_min,
+    _cap_and_round,
+    _displayed_at_least_min,
+)
 
 
 def window_words(window_s: int) -> str:
@@ -128,48 +270,139 @@ def window_words(window_s: int) -> str:
     return _("in the last {n} minutes").format(n=max(1, window_s // 60))
 
 
-def _render(kind: str, count_value: int, count: str, window_s: int) -> str:
-    # Numbers enter text only through placeholders, already capped (SPEC 3, templates).
+def _builtin(kind: str, group: str, value: int) -> str | None:
+    """The shipped templates (tier 1 wording: plain, no exclamation, no superlative), translated
+    through Django's machinery. Numbers and labels only through placeholders."""
     if kind == "viewing_now":
-        return ngettext(
-            "{count} other person is viewing this",
-            "{count} other people are viewing this",
-            count_value,
-        ).format(count=count)
+        return {
+            "everyone": ngettext(
+                "{count} other person is viewing this", "{count} other people are viewing this", value
+            ),
+            "category": ngettext(
+                "{count} other shopper in {group} is viewing this",
+                "{count} other shoppers in {group} are viewing this",
+                value,
+            ),
+            "country": ngettext(
+                "{count} other shopper from your country is viewing this",
+                "{count} other shoppers from your country are viewing this",
+                value,
+            ),
+            "first_time": ngettext(
+                "{count} other first-time visitor is viewing this",
+                "{count} other first-time visitors are viewing this",
+                value,
+            ),
+        }.get(group)
     if kind == "recent_purchase":
-        if count_value < 1:
+        if value < 1:
             return _("Someone bought this just now")
         return ngettext(
-            "Someone bought this {minutes} minute ago",
-            "Someone bought this {minutes} minutes ago",
-            count_value,
-        ).format(minutes=count)
+            "Someone bought this {minutes} minute ago", "Someone bought this {minutes} minutes ago", value
+        )
     if kind == "purchases_in_window":
-        return ngettext(
-            "Ordered {count} time {window}", "Ordered {count} times {window}", count_value
-        ).format(count=count, window=window_words(window_s))
+        return {
+            "everyone": ngettext("Ordered {count} time {window}", "Ordered {count} times {window}", value),
+        }.get(group)
     if kind == "add_to_cart_in_window":
-        return ngettext(
-            "{count} shopper added this to their cart {window}",
-            "{count} shoppers added this to their cart {window}",
-            count_value,
-        ).format(count=count, window=window_words(window_s))
-    raise ValueError(f"no template for {kind}")
+        return {
+            "everyone": ngettext(
+                "{count} shopper added this to their cart {window}",
+                "{count} shoppers added this to their cart {window}",
+                value,
+            ),
+            "category": ngettext(
+                "{count} shopper in {group} added this to their cart {window}",
+                "{count} shoppers in {group} added this to their cart {window}",
+                value,
+            ),
+        }.get(group)
+    return None
 
 
-def decide(*, metric: Metric, policy: Policy) -> Decision | Refusal:
-    candidate = _Candidate(metric, policy)
+def _template_text(c: _Candidate) -> str | None:
+    """The store's template for (kind, group) at the highest tier the policy allows, else the
+    shipped one."""
+    kind = c.metric.metric
+    chosen = None
+    for template in c.templates:
+        if template.kind == kind and template.group == c.group and template.tier <= c.policy.tier:
+            if "{share}" in template.singular and c.policy.max_share_pct <= 0:
+                continue  # no share data is claimed unless the policy allows share claims
+            if chosen is None or template.tier > chosen.tier:
+                chosen = template
+    if chosen is not None:
+        return chosen.singular if c.displayed_value == 1 or not chosen.plural else chosen.plural
+    return _builtin(kind, c.group, c.displayed_value)
+
+
+def _render(c: _Candidate) -> str | None:
+    pattern = _template_text(c)
+    if pattern is None:
+        return None
+    # Numbers and labels enter text only through placeholders, already capped (SPEC 3).
+    return pattern.format(
+        count=c.displayed,
+        minutes=c.displayed,
+        window=window_words(c.metric.window_s),
+        group=c.group_label,
+        product="",
+        share="",
+    )
+
+
+def recipient_refusal(
+    *, policy: Policy, visitor: str, session: SessionState | None, is_new: bool
+) -> RefusalReason | None:
+    """The per-recipient steps: the holdout, then (for a new toast only) the frequency caps."""
+    if held_out(policy, visitor):
+        return RefusalReason.HELD_OUT
+    if session is None or not is_new:
+        return None
+    if session.dismissed_s is not None and session.now_s - session.dismissed_s < policy.dismiss_silence_s:
+        return RefusalReason.DISMISSED
+    if session.page_toasts >= policy.per_page_view or session.session_toasts >= policy.per_session:
+        return RefusalReason.FREQUENCY_CAP
+    if session.last_toast_s is not None and session.now_s - session.last_toast_s < policy.min_gap_s:
+        return RefusalReason.MIN_GAP
+    return None
+
+
+def decide(
+    *,
+    metric: Metric,
+    policy: Policy,
+    context: VisitorContext | None = None,
+    session: SessionState | None = None,
+    templates: tuple[Template, ...] = (),
+    is_new: bool = True,
+) -> Decision | Refusal:
+    """Show `metric` to a visitor under `policy`, or refuse with a reason.
+
+    `session=None` skips the frequency caps (the caller applies them per recipient); the holdout
+    is checked whenever the context names a visitor."""
+    context = context or VisitorContext()
+    refusal = recipient_refusal(policy=policy, visitor=context.visitor, session=session, is_new=is_new)
+    if refusal is not None:
+        return Refusal(reason=refusal, kind=metric.metric, policy_version=policy.version)
+    candidate = _Candidate(metric, policy, context, templates, true_value=metric.true_value)
     for step in PIPELINE:
         result = step(candidate)
         if isinstance(result, RefusalReason):
             return Refusal(reason=result, kind=metric.metric, policy_version=policy.version)
         candidate = result
+    text = _render(candidate)
+    if text is None:
+        return Refusal(reason=RefusalReason.NO_TEMPLATE, kind=metric.metric, policy_version=policy.version)
     return Decision(
         kind=metric.metric,
-        text=_render(metric.metric, candidate.displayed_value, candidate.displayed, metric.window_s),
+        text=text,
         displayed=candidate.displayed,
-        true_value=metric.true_value,
+        true_value=candidate.true_value,
         window_s=metric.window_s,
-        evidence=metric.evidence,
+        evidence={**metric.evidence, "group": candidate.group, "group_true_value": candidate.true_value}
+        if candidate.group != "everyone"
+        else metric.evidence,
         policy_version=policy.version,
+        group=candidate.group,
     )
