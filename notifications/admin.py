@@ -3,6 +3,8 @@ superusers included: no admin form can create, alter or remove activity (SPEC 2.
 
 from django.contrib import admin, messages
 from django.db.models import Count, Q
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from .models import (
@@ -11,14 +13,20 @@ from .models import (
     Event,
     HourlyRollup,
     IngestRefusal,
+    MessageTemplate,
     Notification,
+    PolicyConfig,
+    PolicySnapshot,
     Product,
+    RefusalCount,
+    SegmentConfig,
     ServerDelivery,
     Site,
     SiteSecret,
 )
 from .services import (
     SiteError,
+    policy_save,
     public_key_new,
     secret_key_new,
     site_secret_retire,
@@ -211,3 +219,121 @@ class DailySaltAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class IngestRefusalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("day", "site", "endpoint", "code", "count")
     list_filter = ("endpoint", "code", "site")
+
+
+# --- The policy layer (SPEC 3) ---------------------------------------------------------------
+
+
+class PolicySnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PolicySnapshot
+    fields = ("version", "label", "created_at", "settings")
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(PolicyConfig)
+class PolicyConfigAdmin(admin.ModelAdmin):
+    """Every save is a new version; earlier versions stay as snapshots (notifications name them)."""
+
+    list_display = (
+        "name",
+        "site",
+        "version",
+        "tier",
+        "min_count",
+        "cap_viewing_now",
+        "holdout_pct",
+        "updated_at",
+    )
+    list_filter = ("site",)
+    readonly_fields = ("version", "updated_at")
+    inlines = (PolicySnapshotInline,)
+    fieldsets = (
+        (None, {"fields": ("site", "name", "version", "updated_at", "allowed_kinds", "tier")}),
+        (
+            "Counts",
+            {
+                "fields": (
+                    "min_count",
+                    "cap_viewing_now",
+                    "cap_purchases_in_window",
+                    "cap_add_to_cart_in_window",
+                    "rounding_step",
+                    "max_share_pct",
+                )
+            },
+        ),
+        ("Frequency", {"fields": ("per_page_view", "per_session", "min_gap_s", "dismiss_silence_s")}),
+        ("Windows", {"fields": ("recent_purchase_window_s", "count_window_max_s")}),
+        ("Reference groups and holdout", {"fields": ("allowed_groups", "excluded_groups", "holdout_pct")}),
+    )
+
+    def save_model(self, request, obj, form, change):
+        policy_save(policy=obj)
+        self.message_user(request, f"Saved as version {obj.version} ({obj.version_label}).")
+
+    def get_urls(self):
+        preview = self.admin_site.admin_view(self.preview_view)
+        return [path("preview/", preview, name="candor_preview"), *super().get_urls()]
+
+    def preview_view(self, request):
+        from .preview import PreviewForm, preview_build
+
+        form = PreviewForm(request.GET or None)
+        preview = preview_build(form.cleaned_data) if form.is_valid() else None
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "preview": preview,
+            "title": "Preview",
+        }
+        return TemplateResponse(request, "admin/notifications/preview.html", context)
+
+    def changelist_view(self, request, extra_context=None):
+        self.message_user(
+            request,
+            format_html(
+                '<a href="{}">Preview what a shopper would be shown now →</a>',
+                reverse("admin:candor_preview"),
+            ),
+            messages.INFO,
+        )
+        return super().changelist_view(request, extra_context)
+
+
+def _catalog_changed(*_args, **_kwargs) -> None:
+    from .selectors import policy_catalogs_forget
+
+    policy_catalogs_forget()
+
+
+@admin.register(SegmentConfig)
+class SegmentConfigAdmin(admin.ModelAdmin):
+    list_display = ("name", "site", "order", "is_default", "policy", "category_kinds", "locales", "countries")
+    list_filter = ("site", "is_default")
+    list_editable = ("order",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _catalog_changed()
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    """Templates are checked by the linter on save; a rejected one shows the reason."""
+
+    list_display = ("text", "kind", "group", "tier", "locale", "site")
+    list_filter = ("site", "kind", "tier", "locale")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        _catalog_changed()
+
+
+@admin.register(RefusalCount)
+class RefusalCountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Why something was not shown: per day, site, kind, reason and policy version; latest first."""
+
+    list_display = ("last_at", "site", "kind", "reason", "policy_version", "count", "day")
+    list_filter = ("reason", "kind", "site")
+    ordering = ("-last_at",)

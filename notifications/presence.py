@@ -193,3 +193,25 @@ def presence_store() -> "MemoryPresence | RedisPresence":
         store = RedisPresence(url) if url else MemoryPresence()
         _stores[loop] = store
     return store
+
+
+def visitors_now(product_id: int) -> dict[str, tuple[str, str]]:
+    """A synchronous read for the admin preview (outside any event loop). With Redis, one
+    ZRANGEBYSCORE; embedded, the server process's own in-memory sets."""
+    url = settings.CANDOR_REDIS_URL
+    if url:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            members = client.zrangebyscore(KEY_PREFIX + str(product_id), _now_ms() + 1, "+inf")
+        finally:
+            client.close()
+        return _by_visitor(m.decode() for m in members)
+    now = _now_ms()
+    found: dict[str, tuple[str, str]] = {}
+    for store in list(_stores.values()):
+        if isinstance(store, MemoryPresence):
+            members = store._sets.get(KEY_PREFIX + str(product_id), {})
+            found.update(_by_visitor(m for m, expiry in list(members.items()) if expiry > now))
+    return found

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .models import MessageTemplate, PolicyConfig, Product, SegmentConfig, Site, csv_split
+from .models import MessageTemplate, PolicyConfig, PolicySnapshot, Product, SegmentConfig, Site, csv_split
 from .policy.decision import Policy, Template
 from .policy.segments import Segment, SegmentRule, default_segments
 
@@ -182,3 +182,19 @@ def policy_catalog_get(site_id: int) -> PolicyCatalog:
 
 def policy_catalogs_forget() -> None:
     _catalogs.clear()
+
+
+def policy_by_version(version: str, *, site_id: int) -> Policy | None:
+    """The policy as it was at `version`: a store's snapshot, or a shipped default."""
+    snapshot = (
+        PolicySnapshot.objects.filter(label=version, policy__site_id=site_id).select_related("policy").first()
+    )
+    if snapshot is not None:
+        config = PolicyConfig(site_id=site_id, name=snapshot.policy.name, version=snapshot.version)
+        for name, value in snapshot.settings.items():
+            setattr(config, name, value)
+        return policy_from_config(config)
+    for segment in default_segments(min_count=max(1, settings.CANDOR_MIN_COUNT)):
+        if segment.policy.version == version:
+            return segment.policy
+    return None

@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, render
 
 from .models import Notification
 from .policy import policy_default
+from .selectors import policy_by_version
 
 METRIC_BASIS = {
     "viewing_now": (
@@ -50,7 +51,7 @@ def why(request, notification_id: int):
     )
     what, how = METRIC_BASIS.get(notification.kind, (notification.kind, ""))
     window = _window_words(notification.window_s)
-    policy = policy_default()
+    policy = policy_by_version(notification.policy_version, site_id=notification.site_id) or policy_default()
     return render(
         request,
         "notifications/why.html",
