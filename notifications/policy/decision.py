@@ -10,11 +10,12 @@ caps) — the same steps, in the same order.
 import enum
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from django.conf import settings
+from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
 
 from ..metrics import Metric
 
@@ -157,17 +158,35 @@ class Refusal:
     policy_version: str
 
 
-@dataclass(frozen=True)
 class _Candidate:
-    metric: Metric
-    policy: Policy
-    context: VisitorContext
-    templates: tuple[Template, ...]
-    true_value: int = 0
-    displayed_value: int = 0
-    displayed: str = ""
-    group: str = "everyone"
-    group_label: str = ""
+    """The decision in progress. A plain slotted class: steps return altered copies, and
+    `dataclasses.replace` cost more than the rest of the pipeline (bench/policy.py)."""
+
+    __slots__ = (
+        "metric",
+        "policy",
+        "context",
+        "templates",
+        "true_value",
+        "displayed_value",
+        "displayed",
+        "group",
+        "group_label",
+    )
+
+    def __init__(self, metric: Metric, policy: Policy, context: VisitorContext, templates, true_value: int):
+        self.metric, self.policy, self.context, self.templates = metric, policy, context, templates
+        self.true_value = true_value
+        self.displayed_value = 0
+        self.displayed = ""
+        self.group = "everyone"
+        self.group_label = ""
+
+    def but(self, **changes) -> "_Candidate":
+        copy = _Candidate.__new__(_Candidate)
+        for name in self.__slots__:
+            setattr(copy, name, changes.get(name, getattr(self, name)))
+        return copy
 
 
 Step = Callable[[_Candidate], "_Candidate | RefusalReason"]
@@ -210,13 +229,13 @@ def _group(c: _Candidate) -> "_Candidate | RefusalReason":
         if group in c.policy.excluded_groups:
             continue
         if group == "everyone":
-            return replace(c, true_value=c.metric.true_value, group="everyone", group_label="")
+            return c.but(true_value=c.metric.true_value, group="everyone", group_label="")
         found = c.metric.groups.get(group)
         if found is not None and found[0]:
             label, value = found
             if c.metric.metric == "recent_purchase" or value >= c.policy.min_count:
                 true_value = c.metric.true_value if c.metric.metric == "recent_purchase" else value
-                return replace(c, true_value=true_value, group=group, group_label=label)
+                return c.but(true_value=true_value, group=group, group_label=label)
     return RefusalReason.EXCLUDED_GROUP
 
 
@@ -232,14 +251,14 @@ def _cap_and_round(c: _Candidate) -> "_Candidate | RefusalReason":
     (with "+" when rounding dropped anything). A purchase's age shows in whole minutes, floored."""
     if c.metric.metric == "recent_purchase":
         minutes = c.true_value // 60
-        return replace(c, displayed_value=minutes, displayed=str(minutes))
+        return c.but(displayed_value=minutes, displayed=str(minutes))
     value = c.true_value
     cap = c.policy.display_caps.get(c.metric.metric)
     if cap is not None and value > cap:
-        return replace(c, displayed_value=cap, displayed=f"{cap}+")
+        return c.but(displayed_value=cap, displayed=f"{cap}+")
     step = max(1, c.policy.rounding_steps.get(c.metric.metric, 1))
     rounded = value - value % step
-    return replace(c, displayed_value=rounded, displayed=f"{rounded}+" if rounded < value else str(rounded))
+    return c.but(displayed_value=rounded, displayed=f"{rounded}+" if rounded < value else str(rounded))
 
 
 def _displayed_at_least_min(c: _Candidate) -> "_Candidate | RefusalReason":
@@ -261,6 +280,11 @@ PIPELINE: tuple[Step, ...] = (
 
 def window_words(window_s: int) -> str:
     """A rolling window in words: "in the last 24 hours", "in the last 7 days"."""
+    return _window_words_in(get_language(), window_s)
+
+
+@lru_cache(maxsize=1024)
+def _window_words_in(language: str | None, window_s: int) -> str:
     if window_s % 86_400 == 0 and window_s > 86_400:
         return _("in the last {n} days").format(n=window_s // 86_400)
     if window_s % 3600 == 0 and window_s > 3600:
@@ -270,54 +294,61 @@ def window_words(window_s: int) -> str:
     return _("in the last {n} minutes").format(n=max(1, window_s // 60))
 
 
-def _builtin(kind: str, group: str, value: int) -> str | None:
-    """The shipped templates (tier 1 wording: plain, no exclamation, no superlative), translated
-    through Django's machinery. Numbers and labels only through placeholders."""
-    if kind == "viewing_now":
-        return {
-            "everyone": ngettext(
-                "{count} other person is viewing this", "{count} other people are viewing this", value
-            ),
-            "category": ngettext(
-                "{count} other shopper in {group} is viewing this",
-                "{count} other shoppers in {group} are viewing this",
-                value,
-            ),
-            "country": ngettext(
-                "{count} other shopper from your country is viewing this",
-                "{count} other shoppers from your country are viewing this",
-                value,
-            ),
-            "first_time": ngettext(
-                "{count} other first-time visitor is viewing this",
-                "{count} other first-time visitors are viewing this",
-                value,
-            ),
-        }.get(group)
-    if kind == "recent_purchase":
-        if value < 1:
-            return _("Someone bought this just now")
-        return ngettext(
-            "Someone bought this {minutes} minute ago", "Someone bought this {minutes} minutes ago", value
+# The shipped templates (tier 1 wording: plain, no exclamation, no superlative), translated
+# through Django's machinery. Numbers and labels only through placeholders. Built lazily per
+# (kind, group): one translation call per decision, not one per possible wording.
+_BUILTIN = {
+    ("viewing_now", "everyone"): lambda n: ngettext(
+        "{count} other person is viewing this", "{count} other people are viewing this", n
+    ),
+    ("viewing_now", "category"): lambda n: ngettext(
+        "{count} other shopper in {group} is viewing this",
+        "{count} other shoppers in {group} are viewing this",
+        n,
+    ),
+    ("viewing_now", "country"): lambda n: ngettext(
+        "{count} other shopper from your country is viewing this",
+        "{count} other shoppers from your country are viewing this",
+        n,
+    ),
+    ("viewing_now", "first_time"): lambda n: ngettext(
+        "{count} other first-time visitor is viewing this",
+        "{count} other first-time visitors are viewing this",
+        n,
+    ),
+    ("recent_purchase", "everyone"): lambda n: (
+        _("Someone bought this just now")
+        if n < 1
+        else ngettext(
+            "Someone bought this {minutes} minute ago", "Someone bought this {minutes} minutes ago", n
         )
-    if kind == "purchases_in_window":
-        return {
-            "everyone": ngettext("Ordered {count} time {window}", "Ordered {count} times {window}", value),
-        }.get(group)
-    if kind == "add_to_cart_in_window":
-        return {
-            "everyone": ngettext(
-                "{count} shopper added this to their cart {window}",
-                "{count} shoppers added this to their cart {window}",
-                value,
-            ),
-            "category": ngettext(
-                "{count} shopper in {group} added this to their cart {window}",
-                "{count} shoppers in {group} added this to their cart {window}",
-                value,
-            ),
-        }.get(group)
-    return None
+    ),
+    ("purchases_in_window", "everyone"): lambda n: ngettext(
+        "Ordered {count} time {window}", "Ordered {count} times {window}", n
+    ),
+    ("add_to_cart_in_window", "everyone"): lambda n: ngettext(
+        "{count} shopper added this to their cart {window}",
+        "{count} shoppers added this to their cart {window}",
+        n,
+    ),
+    ("add_to_cart_in_window", "category"): lambda n: ngettext(
+        "{count} shopper in {group} added this to their cart {window}",
+        "{count} shoppers in {group} added this to their cart {window}",
+        n,
+    ),
+}
+
+
+def _builtin(kind: str, group: str, value: int) -> str | None:
+    # A purchase is someone's, whatever the reference group: its wording names no group.
+    return _builtin_in(get_language(), kind, "everyone" if kind == "recent_purchase" else group, value)
+
+
+@lru_cache(maxsize=8192)
+def _builtin_in(language: str | None, kind: str, group: str, value: int) -> str | None:
+    """Translations do not change while a process runs: cache them per language and value."""
+    template = _BUILTIN.get((kind, group))
+    return template(value) if template else None
 
 
 def _template_text(c: _Candidate) -> str | None:
@@ -385,7 +416,7 @@ def decide(
     refusal = recipient_refusal(policy=policy, visitor=context.visitor, session=session, is_new=is_new)
     if refusal is not None:
         return Refusal(reason=refusal, kind=metric.metric, policy_version=policy.version)
-    candidate = _Candidate(metric, policy, context, templates, true_value=metric.true_value)
+    candidate = _Candidate(metric, policy, context, templates, metric.true_value)
     for step in PIPELINE:
         result = step(candidate)
         if isinstance(result, RefusalReason):
