@@ -121,6 +121,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.force_snapshot = False
         self.shown: dict[str, _Shown] = {}
         self.opened: dict[str, int] = {}
+        self.suspended: set[str] = set()  # kinds taken down by an outage, restored on recovery
         self.last_toast_s: float | None = None
         self.dismissed: set[str] = set()
         self.context: dict[str, str] = {}
@@ -192,6 +193,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     def needs(self, decision: Decision) -> bool:
         shown = self.shown.get(decision.kind)
         if shown is None:
+            if decision.kind in self.suspended:
+                return True
             return (
                 decision.kind not in self.dismissed
                 and self.opened.get(decision.kind, 0) < TOASTS_PER_KIND_PER_PAGE
@@ -204,7 +207,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.shown[decision.kind] = _Shown(notification_id, decision.text)
         if previous is not None:
             return UpdateMessage(type="update", id=notification_id, text=decision.text, claim=claim)
-        self.opened[decision.kind] = self.opened.get(decision.kind, 0) + 1
+        if decision.kind in self.suspended:
+            self.suspended.discard(decision.kind)
+        else:
+            self.opened[decision.kind] = self.opened.get(decision.kind, 0) + 1
         return NotificationMessage(
             type="notification",
             id=notification_id,
@@ -221,6 +227,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     def withdraw_all_messages(self) -> list[WithdrawMessage]:
         shown, self.shown = self.shown, {}
+        self.suspended.update(shown)
         return [WithdrawMessage(type="withdraw", id=item.id) for item in shown.values()]
 
     async def send_message(self, message: ServerMessage) -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 KEY_PREFIX = "candor:v1:presence:"
 
@@ -117,7 +119,7 @@ class RedisPresence:
         # A blocking pool waits for a free connection instead of failing a burst of connects
         # (redis-py 8's default pool raises MaxConnectionsError past 100).
         self.pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=settings.CANDOR_REDIS_MAX_CONNECTIONS, timeout=5
+            url, max_connections=settings.CANDOR_REDIS_MAX_CONNECTIONS, timeout=5, retry=Retry(NoBackoff(), 1)
         )
         self.redis = aioredis.Redis(connection_pool=self.pool)
 

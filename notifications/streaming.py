@@ -183,6 +183,13 @@ class Hub:
                 is_new = kind not in consumer.shown
                 if is_new and not consumer.needs(decision):
                     continue  # dismissed on this page, or this page's toast of that kind was used
+                if is_new and kind in consumer.suspended:
+                    # Taken down by an outage and true again: the fresh snapshot is the same toast
+                    # restored, not a new one, so the frequency caps do not hold it back.
+                    per_claim[
+                        (kind, decision.text, decision.displayed, decision.window_s, decision.policy_version)
+                    ].append((consumer, decision))
+                    continue
                 session = self.session(consumer.visitor)
                 state = SessionState(
                     now_s=now_s,
@@ -234,6 +241,7 @@ class Hub:
                 outgoing.append((consumer, consumer.claim_message(decision, notification_id)))
         for consumer in recipients:
             consumer.force_snapshot = False
+            consumer.suspended.clear()  # what this round did not restore is no longer true
         if retry_in_s is not None:
             self._retry_later(product_id, retry_in_s)
         await _send_all(outgoing)
