@@ -156,6 +156,8 @@ CANDOR_RATE_PER_IP = env.str("CANDOR_RATE_PER_IP", default="1200/m")
 CANDOR_VIEW_DEDUPE_S = env.int("CANDOR_VIEW_DEDUPE_S", default=1800)
 # Ledger events older than this are refused on arrival (and purged, with the live engine).
 CANDOR_RETENTION_DAYS = env.int("CANDOR_RETENTION_DAYS", default=90)
+# Where the demo shop's backend reports orders; empty = the server that served the page.
+CANDOR_DEMO_API_BASE = env.str("CANDOR_DEMO_API_BASE", default="")
 CANDOR_DEMO_ORIGINS = env.list(
     "CANDOR_DEMO_ORIGINS", default=["http://127.0.0.1:8000", "http://localhost:8000"]
 )

@@ -31,3 +31,35 @@ class DemoProduct(models.Model):
     @property
     def price(self) -> str:
         return f"{self.price_cents / 100:.2f}"
+
+
+class DemoOrder(models.Model):
+    """An order in the shop's own tables. Reporting it to Candor is the shop backend's job."""
+
+    class Status(models.TextChoices):
+        PAID = "paid"
+        REFUNDED = "refunded"
+
+    number = models.CharField(max_length=20, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PAID)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # What Candor answered (or why it could not be reached), per report.
+    candor_purchase = models.JSONField(default=dict, blank=True)
+    candor_refund = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.number
+
+    @property
+    def total(self) -> str:
+        cents = sum(line.product.price_cents * line.quantity for line in self.lines.all())
+        return f"{cents / 100:.2f}"
+
+
+class DemoOrderLine(models.Model):
+    order = models.ForeignKey(DemoOrder, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey(DemoProduct, on_delete=models.PROTECT)
+    quantity = models.PositiveIntegerField(default=1)

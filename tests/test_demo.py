@@ -59,3 +59,67 @@ def test_the_shop_links_every_product_and_each_page_embeds_the_snippet(client):
     assert '"@type": "Product"' in page
     assert client.get("/static/candor/widget.js").status_code == 200
     assert client.get("/product/no-such-thing/").status_code == 404
+
+
+@pytest.fixture
+def shop(live_server, settings):
+    """The demo shop, its backend reporting to Candor over real HTTP (the live server)."""
+    settings.CANDOR_DEMO_API_BASE = live_server.url
+    seed()
+    return live_server
+
+
+def _checkout(client, sku):
+    assert client.post(f"/cart/add/{sku}/").status_code == 302
+    response = client.post("/checkout/")
+    assert response.status_code == 302
+    return response["Location"].rstrip("/").rsplit("/", 1)[-1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checkout_reports_a_signed_purchase_and_a_refund_withdraws_it(shop, client):
+    from notifications.metrics import purchases_in_window, recent_purchase
+    from storefront_demo.models import DemoOrder
+
+    sku = DemoProduct.objects.first().sku
+    number = _checkout(client, sku)
+    order = DemoOrder.objects.get(number=number)
+    assert order.candor_purchase["status"] == 202, order.candor_purchase
+    product = Product.objects.get(sku=sku)
+    event = product.events.get(kind="purchase")
+    assert (event.order_id, event.verified, event.source) == (number, True, "server")
+    from django.utils import timezone
+
+    assert recent_purchase(product_id=product.pk, at=timezone.now()) is not None
+    page = client.get(f"/orders/{number}/").content.decode()
+    assert "Refund this order" in page
+
+    assert client.post(f"/orders/{number}/refund/").status_code == 302
+    order.refresh_from_db()
+    assert order.status == "refunded" and order.candor_refund["status"] == 202
+    assert recent_purchase(product_id=product.pk, at=timezone.now()) is None
+    assert purchases_in_window(product_id=product.pk, at=timezone.now())[0].true_value == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_is_kept_when_candor_is_unreachable(client, settings):
+    from storefront_demo.models import DemoOrder
+
+    settings.CANDOR_DEMO_API_BASE = "http://127.0.0.1:9"  # nothing listens there
+    seed()
+    number = _checkout(client, DemoProduct.objects.first().sku)
+    order = DemoOrder.objects.get(number=number)
+    assert order.candor_purchase["status"] == 0 and order.lines.count() == 1
+    assert not Product.objects.get(sku=order.lines.get().product.sku).events.exists()
+
+
+def test_shop_pages_send_a_strict_csp_and_no_inline_style_or_script(client):
+    seed()
+    for path in ["/", f"/product/{DemoProduct.objects.first().sku}/", "/cart/"]:
+        response = client.get(path)
+        csp = response["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
+        html = response.content.decode()
+        assert " style=" not in html
+        inline_scripts = re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*application/ld\+json)[^>]*>", html)
+        assert inline_scripts == [], inline_scripts

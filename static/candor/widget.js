@@ -202,6 +202,20 @@
   document.addEventListener("visibilitychange", sendPage);
 
   window.Candor = {
+    // The page reports an add-to-cart (SPEC 5, browser events). keepalive: it survives the
+    // navigation a cart form usually triggers.
+    addToCart: function (sku) {
+      sku = sku ? String(sku) : product;
+      if (!sku || paused) return;
+      try {
+        fetch(src.origin + "/api/v1/events", {
+          method: "POST",
+          keepalive: true,
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ key: key, type: "add_to_cart", product: sku, context: hints() })
+        });
+      } catch (e) { /* never break the store's page */ }
+    },
     setProduct: function (sku) {
       product = sku ? String(sku) : null;
       for (var metric in toasts) remove(toasts[metric]);
