@@ -11,6 +11,7 @@ ones within the interval become one send at its end, recomputed then (SPEC 5).
 """
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -55,6 +56,14 @@ class Session:
     toasts: int = 0
     last_toast_s: float | None = None
     dismissed: dict[str, float] = field(default_factory=dict)
+
+
+def _hub_context() -> contextvars.Context:
+    """The hub's own work runs in a fresh context. A task inherits the context it was created in,
+    and asgiref keeps a connection's (or a request's) thread executor there: a round started by
+    one socket would otherwise send its database calls to that socket's executor, which is gone
+    once the socket closes ("CurrentThreadExecutor already quit")."""
+    return contextvars.Context()
 
 
 class Hub:
@@ -103,7 +112,7 @@ class Hub:
         interval_s = settings.CANDOR_UPDATE_INTERVAL_MS / 1000
         wait_s = max(0.0, self._last_round.get(product_id, 0.0) + interval_s - time.monotonic())
         self._scheduled[product_id] = asyncio.get_running_loop().create_task(
-            self._round_after(product_id, wait_s)
+            self._round_after(product_id, wait_s), context=_hub_context()
         )
 
     async def _round_after(self, product_id: int, wait_s: float) -> None:
@@ -271,7 +280,7 @@ class Hub:
             self._retries.pop(product_id, None)
             self.on_change(product_id)
 
-        self._retries[product_id] = loop.call_later(delay_s, fire)
+        self._retries[product_id] = loop.call_later(delay_s, fire, context=_hub_context())
 
     def session(self, visitor: str) -> "Session":
         """This visitor's visit (30 minutes since last seen) in this process."""
@@ -294,12 +303,12 @@ class Hub:
             loop = asyncio.get_running_loop()
             if self._redis_url:
                 ready = loop.create_future()
-                self._tasks.append(loop.create_task(self._subscribe(ready)))
+                self._tasks.append(loop.create_task(self._subscribe(ready), context=_hub_context()))
                 try:
                     await asyncio.wait_for(asyncio.shield(ready), timeout=5)
                 except (TimeoutError, RedisError):
                     log.warning("change subscription not ready; retrying in the background")
-            self._tasks.append(loop.create_task(self._refresh_forever()))
+            self._tasks.append(loop.create_task(self._refresh_forever(), context=_hub_context()))
             self._started = True
 
     async def _stop(self) -> None:
@@ -439,7 +448,7 @@ def ledger_changed_now(product_ids: list[int]) -> None:
     for loop, hub in list(_hubs.items()):
         for product_id in product_ids:
             try:
-                loop.call_soon_threadsafe(hub.on_change, product_id)
+                loop.call_soon_threadsafe(hub.on_change, product_id, context=_hub_context())
             except RuntimeError:  # that loop is closed
                 pass
 

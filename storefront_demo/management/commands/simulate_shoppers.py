@@ -1,0 +1,198 @@
+"""`python manage.py simulate_shoppers --shoppers N --minutes M`: real traffic for the demo.
+
+Each simulated shopper is a distinct visitor (its own User-Agent, as identity is IP + UA) that goes
+through the public interfaces only, like a browser: it loads product pages over HTTP, opens the
+widget's socket with the page's Origin and reports the page visible, dwells, sometimes adds to the
+cart (the browser event and the shop's own cart form) and sometimes checks out through the demo
+checkout, whose backend reports the purchase to Candor with a signature. Nothing is written to
+any table directly, so every toast the demo shows is true. It prints what it does.
+"""
+
+import asyncio
+import http.cookiejar
+import json
+import random
+import re
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+import websockets
+from django.core.management.base import BaseCommand, CommandError
+
+from storefront_demo.models import DemoProduct
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+@dataclass
+class Tally:
+    pages: int = 0
+    carts: int = 0
+    orders: int = 0
+    toasts: int = 0
+    errors: int = 0
+    texts: dict[str, int] = field(default_factory=dict)
+
+
+class Shopper:
+    def __init__(self, n: int, *, base: str, options: dict, tally: Tally, log) -> None:
+        self.n, self.base, self.options, self.tally, self.log = n, base.rstrip("/"), options, tally, log
+        self.user_agent = f"{UA} demo-shopper/{n}"
+        self.origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(self.base))
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.rng = random.Random(options["seed"] * 1000 + n)  # noqa: S311 (a simulation, not a secret)
+
+    # --- HTTP, as a browser would send it ---------------------------------------------------
+    def _http(self, path: str, *, data: dict | None = None, json_body: dict | None = None) -> tuple[int, str]:
+        headers = {"User-Agent": self.user_agent}
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers.update({"Content-Type": "application/json", "Origin": self.origin})
+        elif data is not None:
+            body = urllib.parse.urlencode(data).encode()
+            headers.update({"Content-Type": "application/x-www-form-urlencoded", "Referer": self.base + "/"})
+        request = urllib.request.Request(self.base + path, data=body, headers=headers)  # noqa: S310
+        try:
+            with self.opener.open(request, timeout=15) as response:
+                return response.status, response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    async def http(self, path: str, **kwargs) -> tuple[int, str]:
+        return await asyncio.to_thread(self._http, path, **kwargs)
+
+    def say(self, message: str) -> None:
+        self.log(f"shopper {self.n:>3} {message}")
+
+    # --- a visit ------------------------------------------------------------------------------
+    async def run(self, deadline: float, skus: list[str], weights: list[float]) -> None:
+        while time.monotonic() < deadline:
+            sku = self.rng.choices(skus, weights)[0]
+            await self.view(sku, deadline)
+            if self.rng.random() < self.options["leave"]:
+                await asyncio.sleep(self.rng.uniform(*self.options["dwell"]))  # away for a while
+            else:
+                await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+
+    async def view(self, sku: str, deadline: float) -> None:
+        status, html = await self.http(f"/product/{sku}/")
+        if status != 200:
+            self.tally.errors += 1
+            self.say(f"could not load {sku} ({status})")
+            await asyncio.sleep(self.rng.uniform(2, 5))
+            return
+        self.tally.pages += 1
+        key = re.search(r'data-key="([^"]+)"', html)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+        if key is None:
+            self.say(f"views {sku} (no widget on the page)")
+            return
+        url = self.base.replace("http", "ws", 1) + f"/ws/v1/widget?key={key.group(1)}&product={sku}"
+        self.say(f"views {sku}")
+        try:
+            async with websockets.connect(
+                url, origin=self.origin, user_agent_header=self.user_agent, open_timeout=10
+            ) as socket:
+                await socket.send(json.dumps({"type": "page", "product": sku, "visible": True}))
+                dwell = self.rng.uniform(*self.options["dwell"])
+                end = min(deadline, time.monotonic() + dwell)
+                carted = False
+                while time.monotonic() < end:
+                    try:
+                        raw = await asyncio.wait_for(socket.recv(), timeout=max(0.05, end - time.monotonic()))
+                    except TimeoutError:
+                        break
+                    message = json.loads(raw)
+                    if message.get("type") == "notification":
+                        self.tally.toasts += 1
+                        self.tally.texts[message["text"]] = self.tally.texts.get(message["text"], 0) + 1
+                        self.say(f"sees “{message['text']}” on {sku}")
+                if self.rng.random() < self.options["cart"] and token is not None:
+                    carted = await self.add_to_cart(sku, key.group(1), token.group(1))
+                if carted and self.rng.random() < self.options["buy"]:
+                    await self.checkout(token.group(1))
+        except (OSError, websockets.exceptions.WebSocketException) as exc:
+            self.tally.errors += 1
+            self.say(f"socket to {sku} failed: {exc}")
+            await asyncio.sleep(self.rng.uniform(2, 5))  # as a browser's reconnect backoff would
+
+    async def add_to_cart(self, sku: str, key: str, token: str) -> bool:
+        # What the page does: tell Candor (the browser event), then submit the shop's form.
+        await self.http("/api/v1/events", json_body={"key": key, "type": "add_to_cart", "product": sku})
+        status, _ = await self.http(f"/cart/add/{sku}/", data={"csrfmiddlewaretoken": token})
+        if status != 200:
+            self.tally.errors += 1
+            self.say(f"could not add {sku} to the cart ({status})")
+            return False
+        self.tally.carts += 1
+        self.say(f"adds {sku} to the cart")
+        return True
+
+    async def checkout(self, token: str) -> None:
+        status, html = await self.http("/checkout/", data={"csrfmiddlewaretoken": token})
+        number = re.search(r"<h1>Order ([A-Z0-9-]+)</h1>", html)
+        if status != 200 or number is None:
+            self.tally.errors += 1
+            self.say(f"checkout failed ({status})")
+            return
+        self.tally.orders += 1
+        self.say(f"places order {number.group(1)}")
+
+
+class Command(BaseCommand):
+    help = "Simulate shoppers browsing, carting and buying in the demo store through its public interfaces."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--shoppers", type=int, default=8)
+        parser.add_argument("--minutes", type=float, default=5.0)
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="where the demo is served")
+        parser.add_argument("--dwell", type=float, nargs=2, default=(8.0, 40.0), metavar=("MIN_S", "MAX_S"))
+        parser.add_argument("--cart-rate", type=float, default=0.25, help="chance a page view adds to cart")
+        parser.add_argument("--buy-rate", type=float, default=0.4, help="chance an add to cart is bought")
+        parser.add_argument("--leave-rate", type=float, default=0.15, help="chance a shopper steps away")
+        parser.add_argument("--seed", type=int, default=1)
+
+    def handle(self, *args, **options):
+        if options["shoppers"] < 1 or options["minutes"] <= 0:
+            raise CommandError("--shoppers must be at least 1 and --minutes above 0")
+        skus = list(DemoProduct.objects.values_list("sku", flat=True))
+        if not skus:
+            raise CommandError("No demo products: run `python manage.py seed_demo` (bin/demo does) first.")
+        # A few products are popular, most are not: weights fall off like a real catalog's.
+        weights = [1 / (rank + 1) for rank in range(len(skus))]
+        settings = {
+            "dwell": tuple(options["dwell"]),
+            "cart": options["cart_rate"],
+            "buy": options["buy_rate"],
+            "leave": options["leave_rate"],
+            "seed": options["seed"],
+        }
+        tally = Tally()
+        started = time.monotonic()
+
+        def log(line: str) -> None:
+            self.stdout.write(f"[{time.monotonic() - started:7.1f}s] {line}")
+
+        async def main() -> None:
+            deadline = time.monotonic() + options["minutes"] * 60
+            shoppers = [
+                Shopper(n, base=options["base_url"], options=settings, tally=tally, log=log)
+                for n in range(1, options["shoppers"] + 1)
+            ]
+            await asyncio.gather(*(s.run(deadline, skus, weights) for s in shoppers))
+
+        self.stdout.write(
+            f"Simulating {options['shoppers']} shoppers for {options['minutes']:g} minutes "
+            f"at {options['base_url']}"
+        )
+        asyncio.run(main())
+        self.stdout.write(
+            f"Done: {tally.pages} page views, {tally.carts} adds to cart, {tally.orders} orders, "
+            f"{tally.toasts} toasts seen, {tally.errors} errors."
+        )
+        for text, count in sorted(tally.texts.items(), key=lambda item: -item[1])[:10]:
+            self.stdout.write(f"  {count:>4} × “{text}”")
