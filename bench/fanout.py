@@ -13,16 +13,21 @@ hold the N sockets:
   core    the same on RedisChannelLayer (channels-redis's default layer)
 
 A round: every client process is armed, the coordinator takes the trigger time and sends the
-trigger (a control-socket frame for raw/pubsub/core; for candor, one extra visitor's `page`
-message turning visible or hidden, which changes the true count every listener sees); each
-client process records when each of its sockets received its first message of the round and
-reports its last; the round's latency is the last receipt over all N minus the trigger time.
-Why candor's listeners are N tabs of a few visitors, not N visitors: bench/README.md.
+trigger, each client process records when each of its sockets received its first message of
+the round and reports its last; the round's latency is the last receipt over all N minus the
+trigger time. The trigger is a control-socket frame for raw/pubsub/core. For candor it must
+change the text on every one of the N pages, which one more viewer cannot do once the count
+shows "20+": by default it is a signed purchase (the count of purchases every page shows goes
+up), then its refund (down again), through `POST /api/v1/server/events`; after each round
+every socket is checked to show the new value. Why, and the alternative: bench/README.md.
 """
 
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -33,11 +38,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+SELF = Path(__file__).resolve()
+ROOT = SELF.parent.parent
 PY = sys.executable
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -54,6 +61,9 @@ UVICORN_FLAGS = ["--no-proxy-headers", "--ws-max-size", "65536", "--log-level", 
 # nothing is shown; above the cap the text is "20+" and stops changing.
 CANDOR_MIN_COUNT = 3
 CANDOR_CAP = 20
+CHANGES_CHANNEL = "candor:v1:changes"
+# Verified purchases made before the sockets connect, so every page shows a count to update.
+SEED_PURCHASES = 3
 
 DESIGNS = {
     "raw": "raw ASGI app, in-process send loop (ceiling)",
@@ -81,7 +91,9 @@ class ClientWorker:
         self.writer = writer
         self.sockets: list = []
         self.readers: list[asyncio.Task] = []
-        self.displayed: list[str | None] = []
+        # What each socket shows, as the widget would: kind -> displayed value, and id -> kind.
+        self.shown: list[dict[str, str]] = []
+        self.ids: list[dict[int, str]] = []
         self.seen: list[int] = []
         self.closed = 0
         self._reset_round(-1)
@@ -91,8 +103,7 @@ class ClientWorker:
         self.got = 0
         self.first = math.inf
         self.last = 0.0
-        self.types: Counter[str] = Counter()
-        self.values: Counter[str] = Counter()
+        self.kinds: Counter[str] = Counter()
         self.done_sent = round_no < 0
 
     def emit(self, message: dict) -> None:
@@ -109,8 +120,7 @@ class ClientWorker:
                 "expected": len(self.sockets),
                 "first": self.first if self.got else None,
                 "last": self.last if self.got else None,
-                "types": self.types,
-                "values": self.values,
+                "kinds": self.kinds,
                 "closed": self.closed,
             }
         )
@@ -123,20 +133,30 @@ class ClientWorker:
                 t = clock()
                 message = json.loads(raw)
                 claim = message.get("claim") or {}
-                self.displayed[j] = claim.get("displayed")
+                kind = self._track(j, message, claim)
                 if self.armed >= 0 and self.seen[j] != self.armed:
                     self.seen[j] = self.armed
                     self.got += 1
                     self.first = min(self.first, t)
                     self.last = max(self.last, t)
-                    self.types[message.get("type", "?")] += 1
-                    self.values[str(claim.get("displayed"))] += 1
+                    self.kinds[f"{message.get('type')} {kind} {claim.get('displayed', '')}".strip()] += 1
                     if self.got == len(self.sockets) and not self.done_sent:
                         self._report(complete=True)
         except ConnectionClosed:
             pass
         finally:
             self.closed += 1
+
+    def _track(self, j: int, message: dict, claim: dict) -> str:
+        kind = claim.get("metric") or self.ids[j].get(message.get("id"), "?")
+        if message.get("type") == "withdraw":
+            self.ids[j].pop(message.get("id"), None)
+            self.shown[j].pop(kind, None)
+        else:
+            self.ids[j] = {i: k for i, k in self.ids[j].items() if k != kind}
+            self.ids[j][message.get("id")] = kind
+            self.shown[j][kind] = str(claim.get("displayed"))
+        return kind
 
     async def connect(self, cmd: dict) -> None:
         from websockets.asyncio.client import connect
@@ -175,18 +195,20 @@ class ClientWorker:
                 continue
             j = len(self.sockets)
             self.sockets.append(ws)
-            self.displayed.append(None)
+            self.shown.append({})
+            self.ids.append({})
             self.seen.append(-1)
             self.readers.append(asyncio.get_running_loop().create_task(self._read(j, ws)))
         self.emit({"op": "connected", "ok": len(self.sockets), "errors": errors.most_common(3)})
 
     async def settle(self, cmd: dict) -> None:
         deadline = clock() + cmd["timeout"]
+        kind, displayed = cmd["kind"], cmd["displayed"]
         while clock() < deadline:
-            if all(value == cmd["displayed"] for value in self.displayed):
+            if all(shown.get(kind) == displayed for shown in self.shown):
                 break
             await asyncio.sleep(0.05)
-        self.emit({"op": "settled", "values": Counter(str(v) for v in self.displayed)})
+        self.emit({"op": "settled", "values": Counter(str(shown.get(kind)) for shown in self.shown)})
 
     async def close(self) -> None:
         sockets, self.sockets = self.sockets, []
@@ -194,7 +216,7 @@ class ClientWorker:
         for task in self.readers:
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
-        self.readers, self.displayed, self.seen, self.closed = [], [], [], 0
+        self.readers, self.shown, self.ids, self.seen, self.closed = [], [], [], [], 0
         self._reset_round(-1)
         self.emit({"op": "closed"})
 
@@ -266,8 +288,8 @@ class Client:
         self.writer.write(_line(message))
         await self.writer.drain()
 
-    async def expect(self, op: str, timeout: float, round_no: int | None = None) -> dict:
-        async with asyncio.timeout(timeout):
+    async def expect(self, op: str, within_s: float, round_no: int | None = None) -> dict:
+        async with asyncio.timeout(within_s):
             while True:
                 message = await self.inbox.get()
                 if message["op"] == "eof":
@@ -299,23 +321,23 @@ class ClientPool:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
         for index in range(self.count):
-            proc = _spawn([PY, str(Path(__file__).resolve()), "--_client", str(port), str(index)], cwd=ROOT)
+            proc = _spawn([PY, str(SELF), "--_client", str(port), str(index)], cwd=ROOT)
             self.clients.append(Client(proc))
         async with asyncio.timeout(30):
             await self._ready.wait()
 
-    async def ask(self, messages: list[dict], op: str, timeout: float) -> list[dict]:
+    async def ask(self, messages: list[dict], op: str, within_s: float) -> list[dict]:
         for client, message in zip(self.clients, messages, strict=True):
             await client.send(message)
-        return list(await asyncio.gather(*(c.expect(op, timeout) for c in self.clients)))
+        return list(await asyncio.gather(*(c.expect(op, within_s) for c in self.clients)))
 
-    async def ask_all(self, message: dict, op: str, timeout: float) -> list[dict]:
-        return await self.ask([message] * self.count, op, timeout)
+    async def ask_all(self, message: dict, op: str, within_s: float) -> list[dict]:
+        return await self.ask([message] * self.count, op, within_s)
 
-    async def collect(self, round_no: int, timeout: float) -> list[dict]:
+    async def collect(self, round_no: int, within_s: float) -> list[dict]:
         async def one(client: Client) -> dict:
             try:
-                return await client.expect("done", timeout, round_no)
+                return await client.expect("done", within_s, round_no)
             except TimeoutError:
                 await client.send({"op": "report"})
                 return await client.expect("done", 10, round_no)
@@ -338,12 +360,12 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, app: str, env: dict[str, str]) -> None:
+    def __init__(self, app: str, env: dict[str, str], cwd: Path = ROOT) -> None:
         self.port = _free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="bench-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = _spawn(
             [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -369,9 +391,13 @@ class Server:
             return
         raise RuntimeError(f"server did not listen within 60 s:\n{self.log_tail()}")
 
-    async def stop(self) -> None:
+    async def stop(self, *, keep_log: bool = False) -> None:
         await asyncio.to_thread(_stop_child, self.proc)
         self.log.close()
+        if keep_log:
+            print(f"  server log kept: {self.log.name}", flush=True)
+        else:
+            os.unlink(self.log.name)
 
 
 def redis_clear() -> int:
@@ -403,24 +429,26 @@ def candor_env() -> dict[str, str]:
     return env
 
 
-def candor_prepare(env: dict[str, str]) -> str:
-    """Database, migrations, a site and one product through the operator CLI; returns the key."""
+def candor_prepare(env: dict[str, str], root: Path) -> tuple[str, str]:
+    """Database, migrations, a site and one product through the operator CLI: (key, secret)."""
     import psycopg
+    import psycopg.sql
 
+    name = env["DATABASE_URL"].rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'candor_bench'").fetchone():
-            conn.execute("CREATE DATABASE candor_bench")
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
     def manage(*args: str) -> str:
         done = subprocess.run(
-            [PY, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+            [PY, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, check=False
         )
         if done.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
     manage("migrate", "--noinput", "-v", "0")
-    key = json.loads(manage("candor_site", "create", "--name", "Bench", "--origin", ORIGIN).strip())["key"]
+    site = json.loads(manage("candor_site", "create", "--name", "Bench", "--origin", ORIGIN).strip())
     catalog = [
         {
             "sku": SKU,
@@ -433,10 +461,10 @@ def candor_prepare(env: dict[str, str]) -> str:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(catalog, fh)
     try:
-        manage("candor_site", "products", "--key", key, fh.name)
+        manage("candor_site", "products", "--key", site["key"], fh.name)
     finally:
         os.unlink(fh.name)
-    return key
+    return site["key"], site["secret"]
 
 
 def _shown(true_value: int) -> str:
@@ -448,6 +476,7 @@ class Result:
     design: str
     last_ms: list[float] = field(default_factory=list)
     first_ms: list[float] = field(default_factory=list)
+    from_publish_ms: list[float] = field(default_factory=list)
     rounds: int = 0
     setup_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -459,14 +488,78 @@ async def _drain(ws) -> None:
             pass
 
 
+class ChangeWatcher:
+    """Timestamps each message on Candor's change channel: when the update reached fan-out."""
+
+    async def start(self) -> None:
+        import redis.asyncio as aioredis
+
+        self.times: list[float] = []
+        self.client = aioredis.Redis.from_url(REDIS_URL)
+        self.pubsub = self.client.pubsub()
+        await self.pubsub.subscribe(CHANGES_CHANNEL)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        async for message in self.pubsub.listen():
+            if message["type"] == "message":
+                self.times.append(clock())
+
+    def first_after(self, t0: float) -> float | None:
+        return next((t for t in self.times if t >= t0), None)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()
+            await self.client.aclose()
+
+
+def _signed_post(key: str, secret: str, payload: dict) -> bytes:
+    """`POST /api/v1/server/events` as a store's backend sends it (SPEC 5, Candor-Signature)."""
+    body = json.dumps({"key": key, **payload}, separators=(",", ":")).encode()
+    t = int(time.time())
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    head = (
+        "POST /api/v1/server/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nCandor-Signature: t={t},v1={digest}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _http_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+    response = await reader.read()
+    writer.close()
+    return response.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def _order(run_id: str, n: int, *, refund: bool = False, age_s: int = 0) -> dict:
+    occurred_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)
+    payload = {
+        "type": "refund" if refund else "purchase",
+        "event_id": f"bench-{run_id}-{'r' if refund else 'p'}{n}",
+        "occurred_at": occurred_at.isoformat(),
+        "order_id": f"bench-{run_id}-{n}",
+    }
+    if not refund:
+        payload["items"] = [{"product": SKU, "quantity": 1}]
+    return payload
+
+
 async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) -> Result:
     from websockets.asyncio.client import connect
 
     result = Result(design)
     started = clock()
     redis_clear()
+    candor = design == "candor"
+    by_purchase = candor and args.candor_trigger == "purchase"
     hello = None
-    visitors = 0  # every socket its own User-Agent
+    visitors = 0  # every socket its own User-Agent: its own visitor
+    key = secret = ""
+    run_id = uuid.uuid4().hex[:8]
     if design == "raw":
         server = Server("bench.raw_app:app", dict(os.environ))
         listen_path = "/ws"
@@ -477,14 +570,39 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
         listen_path = "/ws"
     else:
         env = candor_env()
-        key = await asyncio.to_thread(candor_prepare, env)
-        server = Server("config.asgi:application", env)
+        for item in args.candor_env:
+            name, _, value = item.partition("=")
+            env[name] = value
+        root = args.candor_root
+        if root != ROOT:  # another checkout's code; bench/ modules (the probe) still from here
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
+        key, secret = await asyncio.to_thread(candor_prepare, env, root)
+        app = args.candor_app
+        if args.probe:
+            app = "bench.candor_probe:application"
+            env["BENCH_PROBE_LOG"] = args.probe_log = tempfile.mkstemp(
+                prefix="bench-probe-", suffix=".jsonl"
+            )[1]
+        server = Server(app, env, root)
         listen_path = f"/ws/v1/widget?key={key}&product={SKU}"
         hello = json.dumps({"type": "page", "product": SKU, "visible": True})
-        visitors = args.visitors
-    ctrl = drain = None
+        if not by_purchase:
+            visitors = args.visitors
+    ctrl = drain = watcher = None
+    interrupted = False
     try:
         await server.ready()
+        if by_purchase:
+            # Verified purchases two hours old: a count every page shows ("3 … in the last 24
+            # hours"), no "bought N minutes ago" yet.
+            for n in range(SEED_PURCHASES):
+                request = _signed_post(key, secret, _order(run_id, 1000 + n, age_s=7200))
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(request)
+                status = await _http_status(reader, writer)
+                if " 202 " not in status + " ":
+                    result.notes.append(f"seeding a purchase answered {status!r}")
+                    return result
         shares = [args.sockets // pool.count + (i < args.sockets % pool.count) for i in range(pool.count)]
         firsts = [sum(shares[:i]) for i in range(pool.count)]
         replies = await pool.ask(
@@ -502,59 +620,85 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
                 for i in range(pool.count)
             ],
             "connected",
-            timeout=240,
+            within_s=240,
         )
         connected = sum(r["ok"] for r in replies)
         errors = [e for r in replies for e in r["errors"]]
         if connected < args.sockets:
             result.notes.append(f"only {connected}/{args.sockets} sockets connected; errors: {errors[:3]}")
             return result
-        if design == "candor":
-            # The initial burst: every listener gets its first toast and ends on the steady
-            # value (visitors - 1 others); then wait out the coalescing interval.
-            steady = _shown(visitors - 1)
-            replies = await pool.ask_all({"op": "settle", "displayed": steady, "timeout": 120}, "settled", 130)
-            values = sum((Counter(r["values"]) for r in replies), Counter())
+
+        def expectation(round_no: int) -> tuple[str, str]:
+            """What every listener must show after a round (before the first: round -1)."""
+            up = round_no % 2 == 0
+            if by_purchase:
+                return "purchases_in_window", str(SEED_PURCHASES + 1 if up else SEED_PURCHASES)
+            return "viewing_now", _shown(visitors if up else visitors - 1)
+
+        async def everyone_shows(kind: str, displayed: str, within_s: float) -> Counter:
+            message = {"op": "settle", "kind": kind, "displayed": displayed, "timeout": within_s}
+            replies = await pool.ask_all(message, "settled", within_s + 10)
+            return sum((Counter(r["values"]) for r in replies), Counter())
+
+        if candor:
+            # The initial burst: every listener gets its toasts and ends on the steady value;
+            # then the coalescing interval passes before the first round.
+            kind, steady = expectation(-1)
+            values = await everyone_shows(kind, steady, args.settle_timeout)
             if values != Counter({steady: args.sockets}):
-                result.notes.append(f"initial burst did not settle on {steady!r}: {dict(values)}")
+                result.notes.append(
+                    f"initial burst: {kind} is not {steady!r} on every socket after "
+                    f"{args.settle_timeout:g} s: {dict(values)} (bench/README.md, 'The trigger')"
+                )
                 return result
             await asyncio.sleep(1.5)
-            ctrl_path = listen_path
-            ctrl_headers = {"Origin": ORIGIN}
-            ctrl_ua = f"{UA} bench/trigger"
-        else:
+            watcher = ChangeWatcher()
+            await watcher.start()
+        if not by_purchase:
             ctrl_path, ctrl_headers, ctrl_ua = "/ctrl", {}, UA
-        ctrl = await connect(
-            server.url(ctrl_path),
-            additional_headers=ctrl_headers,
-            user_agent_header=ctrl_ua,
-            compression=None,
-            ping_interval=None,
-            proxy=None,
-        )
-        drain = asyncio.get_running_loop().create_task(_drain(ctrl))
+            if candor:  # one more visitor on the product page: the trigger
+                ctrl_path, ctrl_headers, ctrl_ua = listen_path, {"Origin": ORIGIN}, f"{UA} bench/trigger"
+            ctrl = await connect(
+                server.url(ctrl_path),
+                additional_headers=ctrl_headers,
+                user_agent_header=ctrl_ua,
+                compression=None,
+                ping_interval=None,
+                proxy=None,
+            )
+            drain = asyncio.get_running_loop().create_task(_drain(ctrl))
         result.setup_s = clock() - started
 
         interval_s = 1.0  # CANDOR_UPDATE_INTERVAL_MS: leading-edge coalescing per product
         next_at = clock()
-        total = args.warmup + args.rounds
-        for round_no in range(total):
+        for round_no in range(args.warmup + args.rounds):
             await asyncio.sleep(max(0.0, next_at - clock()))
             await pool.ask_all({"op": "arm", "round": round_no}, "armed", 10)
-            if design == "candor":
-                visible = round_no % 2 == 0  # the extra visitor appears, then leaves
-                trigger = json.dumps({"type": "page", "product": SKU, "visible": visible})
-                expected = _shown(visitors if visible else visitors - 1)
+            answer = None
+            if by_purchase:
+                # A verified purchase lands (the count goes up), then its refund (down again).
+                request = _signed_post(key, secret, _order(run_id, round_no // 2, refund=round_no % 2 == 1))
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                t0 = clock()
+                writer.write(request)
+                answer = asyncio.get_running_loop().create_task(_http_status(reader, writer))
+            elif candor:
+                # The extra visitor's page turns visible (the count goes up), then hidden.
+                trigger = json.dumps({"type": "page", "product": SKU, "visible": round_no % 2 == 0})
+                t0 = clock()
+                await ctrl.send(trigger)
             else:
                 trigger = json.dumps({"round": round_no})
-                expected = None
-            t0 = clock()
-            await ctrl.send(trigger)
+                t0 = clock()
+                await ctrl.send(trigger)
             reports = await pool.collect(round_no, args.round_timeout)
             got = sum(r["got"] for r in reports)
-            warm = round_no >= args.warmup
-            if warm:
-                result.rounds += 1
+            measured = round_no >= args.warmup
+            result.rounds += measured
+            if answer is not None:
+                status = await answer
+                if " 202 " not in status + " ":
+                    result.notes.append(f"round {round_no}: the server event answered {status!r}")
             if got < args.sockets:
                 closed = sum(r["closed"] for r in reports)
                 result.notes.append(
@@ -562,32 +706,49 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
                     f" ({closed} sockets closed)"
                 )
             else:
-                values = sum((Counter(r["values"]) for r in reports), Counter())
-                types = sum((Counter(r["types"]) for r in reports), Counter())
-                if expected is not None and values != Counter({expected: args.sockets}):
-                    result.notes.append(f"round {round_no}: expected {expected!r} everywhere, got {dict(values)}")
-                elif warm:
-                    result.last_ms.append((max(r["last"] for r in reports) - t0) * 1000)
+                ok = True
+                if candor:
+                    kind, displayed = expectation(round_no)
+                    values = await everyone_shows(kind, displayed, 5)
+                    if values != Counter({displayed: args.sockets}):
+                        ok = False
+                        result.notes.append(
+                            f"round {round_no}: {kind} should be {displayed!r}: {dict(values)}"
+                        )
+                if ok and measured:
+                    last = max(r["last"] for r in reports)
+                    result.last_ms.append((last - t0) * 1000)
                     result.first_ms.append((min(r["first"] for r in reports) - t0) * 1000)
-                    if design == "candor" and round_no == args.warmup:
-                        result.notes.append(f"each round: {dict(types)}, displayed {dict(values)} (alternating)")
-            gap = args.gap
-            if design == "candor":
-                # The next change must fall outside the coalescing interval, or the hub would
+                    published = watcher.first_after(t0) if watcher else None
+                    if published is not None:
+                        result.from_publish_ms.append((last - published) * 1000)
+                    if candor and round_no in (args.warmup, args.warmup + 1):
+                        kinds = sum((Counter(r["kinds"]) for r in reports), Counter())
+                        result.notes.append(f"round {round_no}, first message per socket: {dict(kinds)}")
+            if candor:
+                # The next change must fall outside the coalescing interval after this round
+                # began (at the latest when its first message arrived), or the hub would
                 # (correctly) hold it back and we would be timing the wait.
-                next_at = max(clock() + gap, t0 + interval_s + 0.3)
+                began = min((r["first"] for r in reports if r["first"] is not None), default=t0)
+                next_at = max(clock() + args.gap, began + interval_s + 0.3)
             else:
-                next_at = clock() + gap
+                next_at = clock() + args.gap
         return result
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: no polite goodbyes, just stop
+        interrupted = True
+        raise
     finally:
         if drain is not None:
             drain.cancel()
         if ctrl is not None:
             with contextlib.suppress(Exception):
                 await ctrl.close()
-        with contextlib.suppress(Exception):
-            await pool.ask_all({"op": "close"}, "closed", 60)
-        await server.stop()
+        if watcher is not None:
+            await watcher.stop()
+        if not interrupted:
+            with contextlib.suppress(Exception):
+                await pool.ask_all({"op": "close"}, "closed", 60)
+        await server.stop(keep_log=args.keep_logs or (not result.last_ms and not interrupted))
         redis_clear()
 
 
@@ -597,43 +758,89 @@ def _p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[8]
 
 
+def print_probe(args: argparse.Namespace, rounds: int) -> None:
+    lines = Path(args.probe_log).read_text().splitlines()
+    os.unlink(args.probe_log)
+    entries = [json.loads(line) for line in lines]
+    entries = [e for e in entries if e.get("sent", 0) >= args.sockets][-rounds:]
+    if not entries:
+        print("\nprobe: no measured round was logged")
+        return
+    n = len(entries)
+    print(f"\nprobe, candor, last {n} rounds: median ms from the change reaching the server")
+    marks = {k for e in entries for k in e if k not in ("recipients", "sent") and not k.endswith("_total")}
+    for key in sorted(marks, key=lambda k: statistics.median(e.get(k, 0.0) for e in entries)):
+        print(f"  {key:<36} {statistics.median(e[key] for e in entries if key in e):>8.2f}")
+    print("  per round: coalescing wait, round end, gen-2 collection (ms):")
+    for e in entries:
+        print(
+            f"    wait {e.get('coalescing_wait', 0.0):7.1f}  round< {e.get('round<', 0.0):7.1f}"
+            f"  gc2 {e.get('gc2_total', 0.0):6.1f}  {' '.join(k for k in e if '(self-scheduled)' in k)}"
+        )
+    print("  time inside, summed over a round's recipients (rounds where it happened):")
+    for key in sorted({k for e in entries for k in e if k.endswith("_total")}):
+        values = [e[key] for e in entries if key in e]
+        print(f"  {key:<36} {statistics.median(values):>8.2f}   in {len(values)}/{n} rounds")
+
+
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
     import uvicorn
 
     raw = next((r for r in results if r.design == "raw" and r.last_ms), None)
     ceiling = statistics.median(raw.last_ms) if raw else None
+    trigger = {"purchase": "a signed purchase/refund", "viewer": "one viewer more/fewer"}
+    labels = dict(DESIGNS, candor=f"{DESIGNS['candor']} ({trigger[args.candor_trigger]})")
     print()
     print(
-        f"Fan-out of one update to N = {args.sockets} sockets; median and p90 of {args.rounds} rounds "
-        f"(+{args.warmup} warm-up) per design; one uvicorn {uvicorn.__version__} process each; "
-        f"{args.clients} client processes; {os.cpu_count()} CPUs"
+        f"Fan-out of one update to N = {args.sockets} sockets: ms from the trigger to the last socket's "
+        f"receipt, median and p90 of {args.rounds} rounds (+{args.warmup} warm-up) per design; one "
+        f"uvicorn {uvicorn.__version__} process per design; {args.clients} client processes; "
+        f"{os.cpu_count()} CPUs; load average {args.load_before} before, {os.getloadavg()[0]:.2f} after"
     )
-    header = f"{'design':<52} {'median ms':>9} {'p90 ms':>8} {'x raw':>6} {'first ms':>8} {'rounds':>7}"
+    width = max(len(label) for label in labels.values())
+    header = (
+        f"{'design':<{width}} {'median':>7} {'p90':>7} {'x raw':>6} {'first':>7} "
+        f"{'PUBLISH->last':>13} {'x raw':>6} {'rounds':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
-        label = DESIGNS[r.design]
+        label = labels[r.design]
         if not r.last_ms:
-            print(f"{label:<52} {'failed':>9}")
+            print(f"{label:<{width}} {'failed':>7}")
             continue
         median = statistics.median(r.last_ms)
         ratio = f"{median / ceiling:.2f}" if ceiling else "-"
+        pub = pub_ratio = "-"
+        if r.from_publish_ms:
+            pub_median = statistics.median(r.from_publish_ms)
+            pub = f"{pub_median:.1f}"
+            pub_ratio = f"{pub_median / ceiling:.2f}" if ceiling else "-"
         print(
-            f"{label:<52} {median:>9.1f} {_p90(r.last_ms):>8.1f} {ratio:>6} "
-            f"{statistics.median(r.first_ms):>8.1f} {len(r.last_ms):>3}/{r.rounds:<3}"
+            f"{label:<{width}} {median:>7.1f} {_p90(r.last_ms):>7.1f} {ratio:>6} "
+            f"{statistics.median(r.first_ms):>7.1f} {pub:>13} {pub_ratio:>6} "
+            f"{len(r.last_ms):>3}/{r.rounds:<3}"
         )
     print()
-    print("first ms = trigger to the first socket's receipt (median); ms = trigger to the last socket's.")
+    print(
+        "first = trigger to the first socket's receipt; PUBLISH->last = from the change's message on "
+        f"{CHANGES_CHANNEL} (seen by a subscriber here) to the last socket's receipt. All in ms."
+    )
     for r in results:
         rounds = ", ".join(f"{v:.0f}" for v in r.last_ms)
-        print(f"  {r.design:<7} rounds ms: [{rounds}]  setup {r.setup_s:.1f} s")
+        print(f"  {r.design:<7} rounds: [{rounds}]  setup {r.setup_s:.1f} s")
         for note in r.notes:
             print(f"          {note}")
     candor = next((r for r in results if r.design == "candor" and r.last_ms), None)
+    if candor and args.probe:
+        print_probe(args, len(candor.last_ms))
     if candor and ceiling:
         ratio = statistics.median(candor.last_ms) / ceiling
         verdict = "PASS" if ratio <= 1.5 else "FAIL"
-        print(f"\nTarget (Candor within 1.5x of the raw ceiling): {verdict} at {ratio:.2f}x")
+        extra = ""
+        if candor.from_publish_ms:
+            extra = f" (from the PUBLISH: {statistics.median(candor.from_publish_ms) / ceiling:.2f}x)"
+        print(f"\nTarget, Candor within 1.5x of the raw ceiling: {verdict} at {ratio:.2f}x{extra}")
 
 
 async def coordinator(args: argparse.Namespace) -> int:
@@ -641,7 +848,7 @@ async def coordinator(args: argparse.Namespace) -> int:
     unknown = [d for d in designs if d not in DESIGNS]
     if unknown:
         raise SystemExit(f"unknown design(s) {unknown}; choose from {list(DESIGNS)}")
-    if "candor" in designs:
+    if "candor" in designs and args.candor_trigger == "viewer":
         if not CANDOR_MIN_COUNT + 1 <= args.visitors <= CANDOR_CAP + 1:
             raise SystemExit(
                 f"--visitors must be {CANDOR_MIN_COUNT + 1}..{CANDOR_CAP + 1}: listeners must see at least "
@@ -650,6 +857,11 @@ async def coordinator(args: argparse.Namespace) -> int:
             )
         if args.sockets < args.visitors:
             raise SystemExit("--sockets must be at least --visitors")
+    # SIGTERM stops the run the way Ctrl-C does: the running design is cancelled, then every
+    # process this run started is stopped.
+    main_task = asyncio.current_task()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    args.load_before = f"{os.getloadavg()[0]:.2f}"  # other work on the box shows up as noise
     pool = ClientPool(args.clients)
     results: list[Result] = []
     try:
@@ -677,16 +889,55 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated, of {list(DESIGNS)}")
     parser.add_argument("--clients", type=int, default=4, help="client processes holding the sockets")
     parser.add_argument(
+        "--candor-trigger",
+        choices=("purchase", "viewer"),
+        default="purchase",
+        help="what changes every listener's text: a verified purchase, then its refund, with N "
+        "distinct visitors (default); or one more viewer, then one fewer, with the N sockets "
+        "being tabs of --visitors visitors (bench/README.md, 'The trigger')",
+    )
+    parser.add_argument(
         "--visitors",
         type=int,
         default=10,
-        help="distinct visitors (User-Agents) among candor's listeners; the N sockets are their tabs",
+        help="with --candor-trigger viewer: distinct visitors (User-Agents) among the N sockets",
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=90.0,
+        help="seconds for candor's initial burst to reach every socket (frequency caps space toasts)",
     )
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between a round's end and the next")
     parser.add_argument("--round-timeout", type=float, default=15.0)
     parser.add_argument("--connect-concurrency", type=int, default=64, help="handshakes in flight per client")
+    parser.add_argument("--keep-logs", action="store_true", help="keep each server's log (kept on failure)")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate like a browser")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--candor-app",
+        default="config.asgi:application",
+        help="the ASGI application to serve as candor (e.g. a variant being tried)",
+    )
+    parser.add_argument(
+        "--candor-root",
+        default=str(ROOT),
+        help="the checkout whose manage.py and config.asgi to serve as candor (default: this one)",
+    )
+    parser.add_argument(
+        "--candor-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for candor's server and manage.py (repeatable)",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="run candor through bench/candor_probe.py and print where a round's time goes",
+    )
+    args = parser.parse_args(argv)
+    args.candor_root = Path(args.candor_root).resolve()
+    return args
 
 
 def main() -> int:
@@ -694,14 +945,9 @@ def main() -> int:
         asyncio.run(client_main(int(sys.argv[2]), int(sys.argv[3])))
         return 0
     args = parse_args(sys.argv[1:])
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
         return asyncio.run(coordinator(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted; stopping servers and clients", file=sys.stderr)
         return 130
     finally:
