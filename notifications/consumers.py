@@ -4,6 +4,7 @@ A thin adapter: it checks the site and Origin before `accept()`, turns client me
 presence and ledger calls, and sends what the hub's round decided. It computes no metric.
 """
 
+import asyncio
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from .identity import (
 from .ingest import browser_event_record, context_clean
 from .models import origin_normalize
 from .policy import Decision
-from .policy.decision import VisitorContext
+from .policy.decision import VisitorContext, held_out
 from .policy.segments import Segment, segment_for
 from .presence import Entry, presence_store
 from .selectors import PolicyCatalog, WidgetTarget, widget_target_get
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 4096
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
 TOAST_TTL_MS = 12_000
 # Toasts of one kind a page view may open; later changes arrive as updates of that toast.
 TOASTS_PER_KIND_PER_PAGE = 1
@@ -123,6 +125,9 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.opened: dict[str, int] = {}
         self.suspended: set[str] = set()  # kinds taken down by an outage, restored on recovery
         self.last_toast_s: float | None = None
+        self.outbox: asyncio.Queue | None = None
+        self._outbox_task: asyncio.Task | None = None
+        self._held_out: tuple[str, bool] | None = None
         self.dismissed: set[str] = set()
         self.context: dict[str, str] = {}
         self.visitor_context = self._visitor_context()
@@ -141,6 +146,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "hub"):
             return
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
         await self.hub.leave(self, self.product_id)
         if self.visible:
             self.visible = False
@@ -231,7 +238,41 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         return [WithdrawMessage(type="withdraw", id=item.id) for item in shown.values()]
 
     async def send_message(self, message: ServerMessage) -> None:
-        await self.send(text_data=json.dumps(message, separators=(",", ":")))
+        await self.send_text(json.dumps(message, separators=(",", ":")))
+
+    async def send_text(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    # A socket whose client stopped reading gets its own queue and writer, so the shared loop of
+    # sends never waits for it; past OUTBOX_MAX queued messages it is closed (it can reconnect).
+    OUTBOX_MAX = 50
+
+    def outbox_start(self) -> None:
+        if self.outbox is None:
+            self.outbox = asyncio.Queue()
+            self._outbox_task = asyncio.get_running_loop().create_task(self._outbox_drain())
+
+    def outbox_put(self, text: str) -> None:
+        if self.outbox.qsize() >= self.OUTBOX_MAX:
+            self._outbox_task.cancel()
+            asyncio.get_running_loop().create_task(self.close(code=CLOSE_TRY_AGAIN))
+            return
+        self.outbox.put_nowait(text)
+
+    async def _outbox_drain(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            try:
+                await self.send_text(text)
+            except Exception as exc:  # closed: nothing more to send
+                log.debug("outbox send failed: %s", exc)
+                return
+
+    def held_out_under(self, policy) -> bool:
+        """The holdout, by visitor hash, cached per policy version (a hash per round is waste)."""
+        if self._held_out is None or self._held_out[0] != policy.version:
+            self._held_out = (policy.version, held_out(policy, self.visitor))
+        return self._held_out[1]
 
     def _why_url(self, notification_id: int) -> str:
         host = _header(self.scope, b"host") or "localhost"

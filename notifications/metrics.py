@@ -48,6 +48,21 @@ class PresenceSnapshot:
         return cls(visitors=visitors, by_country=by_country, first_time=first_time)
 
 
+def viewing_now_key(*, presence: PresenceSnapshot, recipient: str, context) -> tuple:
+    """What `viewing_now` would count for this recipient, cheaply: the streaming round decides
+    once per distinct key and builds the metric (with its evidence) only then."""
+    mine = presence.visitors.get(recipient)
+    others = len(presence.visitors) - (mine is not None)
+    country = context.country
+    same = presence.by_country.get(country, 0) - (mine is not None and mine[0] == country) if country else -1
+    first = (
+        presence.first_time - (mine is not None and mine[1] == "false")
+        if context.returning == "false"
+        else -1
+    )
+    return (others, context.category, same, first)
+
+
 def viewing_now(
     *,
     presence: PresenceSnapshot,

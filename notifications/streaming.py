@@ -12,6 +12,7 @@ ones within the interval become one send at its end, recomputed then (SPEC 5).
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import time
@@ -121,96 +122,124 @@ class Hub:
                 await asyncio.sleep(wait_s)
         finally:
             self._scheduled.pop(product_id, None)
-        self._last_round[product_id] = time.monotonic()
+        started = time.monotonic()
+        previous = self._last_round.get(product_id)
+        self._last_round[product_id] = started  # changes arriving during the round wait their turn
         try:
-            await self.round(product_id)
+            sent = await self.round(product_id)
         except Exception:  # one product's failure must not kill the loop for the others
             log.exception("update round failed for product %s", product_id)
+            sent = 1
+        # The interval runs from the last round that sent something: a round that changed
+        # nothing on any screen (a clock tick, a viewer joining above the cap) holds nothing back.
+        if not sent and self._last_round.get(product_id) == started:
+            if previous is None:
+                self._last_round.pop(product_id, None)
+            else:
+                self._last_round[product_id] = previous
 
-    async def round(self, product_id: int) -> None:
-        """Recompute and send: one presence read and one ledger read for the product, then one
-        decision per distinct (policy version, locale, kind, value), shared by every recipient it
-        applies to; the holdout and frequency caps are then checked per recipient."""
+    async def round(self, product_id: int) -> int:
+        """Recompute and send: one presence read and one database hop (policy catalog, ledger
+        metrics) for the product, then one decision per distinct (policy version, locale, kind,
+        value), shared by every recipient it applies to; the holdout and the frequency caps are
+        then checked per recipient (new toasts only: updates are not capped). Returns how many
+        messages were sent."""
         recipients = [c for c in self.sockets.get(product_id, ()) if c.listening]
         if not recipients:
-            return
+            return 0
         ttl_s = settings.CANDOR_PRESENCE_TTL_S
+        now = timezone.now()
+        first = recipients[0]
+        inputs = database_sync_to_async(_round_inputs)(first.site_id, product_id, now, first.target.category)
         try:
-            presence = metrics.PresenceSnapshot.of(await presence_store().visitors(product_id))
+            visitors, (catalog, ledger) = await asyncio.gather(presence_store().visitors(product_id), inputs)
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
             self._degraded = True
-            await _send_all([(c, m) for c in recipients for m in c.withdraw_all_messages()])
-            return
-        now = timezone.now()
+            return await _send_all([(c, _dumps(m)) for c in recipients for m in c.withdraw_all_messages()])
+        presence = metrics.PresenceSnapshot.of(visitors)
         now_s = time.monotonic()
-        first = recipients[0]
-        catalog = await database_sync_to_async(policy_catalog_get)(first.site_id)
-        ledger = await database_sync_to_async(metrics.product_ledger_metrics)(
-            product_id=product_id, at=now, category=first.target.category
-        )
         by_kind: dict[str, list[metrics.Metric]] = defaultdict(list)
         for metric in ledger:
             by_kind[metric.metric].append(metric)  # narrowest window first
+        ledger_keys = {
+            kind: tuple((m.true_value, tuple(m.groups.items())) for m in by_kind.get(kind, ()))
+            for kind in LEDGER_KINDS
+        }
+        templates_by_locale: dict[str, tuple] = {}
         shared: dict[tuple, Decision | None] = {}
         per_claim: dict[tuple, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
-        outgoing = []
+        outgoing: list[tuple[WidgetConsumer, str]] = []
         retry_in_s: float | None = None
         for consumer in recipients:
-            segment = consumer.segment_in(catalog)
-            policy = segment.policy
+            policy = consumer.segment_in(catalog).policy
+            if consumer.held_out_under(policy):
+                self._refused(consumer.site_id, "*", RefusalReason.HELD_OUT, policy.version)
+                continue
             ctx = consumer.visitor_context
-            templates = catalog.templates_for(ctx.locale)
-            viewing = metrics.viewing_now(
-                presence=presence,
-                recipient=consumer.visitor,
-                ttl_s=ttl_s,
-                at=now,
-                category=ctx.category,
-                country=ctx.country,
-                returning=ctx.returning,
-            )
-            candidates = (
-                ("viewing_now", (viewing,)),
-                *((kind, by_kind.get(kind, ())) for kind in LEDGER_KINDS),
-            )
-            for kind, found in candidates:
+            templates = templates_by_locale.get(ctx.locale)
+            if templates is None:
+                templates = templates_by_locale[ctx.locale] = catalog.templates_for(ctx.locale)
+            viewing_key = metrics.viewing_now_key(presence=presence, recipient=consumer.visitor, context=ctx)
+            for kind in ("viewing_now", *LEDGER_KINDS):
                 key = (
                     policy.version,
                     ctx.locale,
                     kind,
-                    tuple((m.true_value, tuple(m.groups.items())) for m in found),
+                    viewing_key if kind == "viewing_now" else ledger_keys[kind],
                 )
                 if key not in shared:
+                    if kind == "viewing_now":
+                        found = (
+                            metrics.viewing_now(
+                                presence=presence,
+                                recipient=consumer.visitor,
+                                ttl_s=ttl_s,
+                                at=now,
+                                category=ctx.category,
+                                country=ctx.country,
+                                returning=ctx.returning,
+                            ),
+                        )
+                    else:
+                        found = by_kind.get(kind, ())
                     shared[key] = self._decide_first(found, policy, templates, consumer.site_id)
                 decision = shared[key]
+                shown = consumer.shown.get(kind)
                 if decision is None:
-                    message = consumer.withdraw_message(kind)
-                    if message:
-                        outgoing.append((consumer, message))
+                    if shown is not None:
+                        outgoing.append((consumer, _dumps(consumer.withdraw_message(kind))))
                     continue
-                is_new = kind not in consumer.shown
-                if is_new and not consumer.needs(decision):
+                claim_key = (
+                    kind,
+                    decision.text,
+                    decision.displayed,
+                    decision.window_s,
+                    decision.policy_version,
+                )
+                if shown is not None:
+                    # The toast on screen gets the new value: an update, never capped.
+                    if consumer.force_snapshot or shown.text != decision.text:
+                        per_claim[claim_key].append((consumer, decision))
+                    continue
+                if not consumer.needs(decision):
                     continue  # dismissed on this page, or this page's toast of that kind was used
-                if is_new and kind in consumer.suspended:
+                if kind in consumer.suspended:
                     # Taken down by an outage and true again: the fresh snapshot is the same toast
                     # restored, not a new one, so the frequency caps do not hold it back.
-                    per_claim[
-                        (kind, decision.text, decision.displayed, decision.window_s, decision.policy_version)
-                    ].append((consumer, decision))
+                    per_claim[claim_key].append((consumer, decision))
                     continue
                 session = self.session(consumer.visitor)
+                last = max(filter(None, (session.last_toast_s, consumer.last_toast_s)), default=None)
                 state = SessionState(
                     now_s=now_s,
                     page_toasts=sum(consumer.opened.values()),
                     session_toasts=session.toasts,
-                    last_toast_s=max(
-                        filter(None, (session.last_toast_s, consumer.last_toast_s)), default=None
-                    ),
+                    last_toast_s=last,
                     dismissed_s=session.dismissed.get(kind),
                 )
                 refusal = recipient_refusal(
-                    policy=policy, visitor=consumer.visitor, session=state, is_new=is_new
+                    policy=policy, visitor=consumer.visitor, session=state, is_new=True
                 )
                 if refusal is not None:
                     self._refused(consumer.site_id, kind, refusal, policy.version)
@@ -222,17 +251,9 @@ class Hub:
                         remaining = max(0.1, wait - (now_s - (since or now_s)))
                         retry_in_s = remaining if retry_in_s is None else min(retry_in_s, remaining)
                     continue
-                if is_new:
-                    session.toasts += 1
-                    session.last_toast_s = now_s
-                    consumer.last_toast_s = now_s
-                    per_claim[
-                        (kind, decision.text, decision.displayed, decision.window_s, decision.policy_version)
-                    ].append((consumer, decision))
-                elif consumer.needs(decision):
-                    per_claim[
-                        (kind, decision.text, decision.displayed, decision.window_s, decision.policy_version)
-                    ].append((consumer, decision))
+                session.toasts += 1
+                session.last_toast_s = consumer.last_toast_s = now_s
+                per_claim[claim_key].append((consumer, decision))
         for group in per_claim.values():
             lowest = min(group, key=lambda pair: pair[1].true_value)[1]
             notification_id = await database_sync_to_async(notification_log_record)(
@@ -246,14 +267,22 @@ class Hub:
                 policy_version=lowest.policy_version,
                 recipient_count=len(group),
             )
+            # Every recipient of a claim gets the same bytes (a new toast's differ only by the
+            # host in why_url): serialise once per distinct message, not once per socket.
+            texts: dict[tuple, str] = {}
             for consumer, decision in group:
-                outgoing.append((consumer, consumer.claim_message(decision, notification_id)))
+                message = consumer.claim_message(decision, notification_id)
+                text_key = (message["type"], message.get("why_url"))
+                text = texts.get(text_key)
+                if text is None:
+                    text = texts[text_key] = _dumps(message)
+                outgoing.append((consumer, text))
         for consumer in recipients:
             consumer.force_snapshot = False
             consumer.suspended.clear()  # what this round did not restore is no longer true
         if retry_in_s is not None:
             self._retry_later(product_id, retry_in_s)
-        await _send_all(outgoing)
+        return await _send_all(outgoing)
 
     def _decide_first(self, found, policy, templates, site_id: int) -> Decision | None:
         """The first of a kind's metrics (narrowest window first) the policy lets through."""
@@ -408,7 +437,7 @@ class Hub:
                 log.warning("presence refresh failed (%s)", exc)
                 self._degraded = True
                 for members in list(self.sockets.values()):
-                    await _send_all([(c, m) for c in members for m in c.withdraw_all_messages()])
+                    await _send_all([(c, _dumps(m)) for c in members for m in c.withdraw_all_messages()])
 
 
 # --- ledger changes, after commit --------------------------------------------------------
@@ -453,17 +482,43 @@ def ledger_changed_now(product_ids: list[int]) -> None:
                 pass
 
 
-async def _send_all(outgoing: list) -> None:
-    """Send concurrently, so one slow socket does not hold up the rest."""
-    outgoing = [(c, m) for c, m in outgoing if m]
-    if not outgoing:
-        return
-    results = await asyncio.gather(
-        *(consumer.send_message(message) for consumer, message in outgoing), return_exceptions=True
+def _dumps(message) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def _round_inputs(site_id: int, product_id: int, at, category: str):
+    """One database hop per round: the site's policy catalog (cached) and the ledger metrics."""
+    return policy_catalog_get(site_id), metrics.product_ledger_metrics(
+        product_id=product_id, at=at, category=category
     )
-    for result in results:
-        if isinstance(result, Exception):
-            log.debug("send failed: %s", result)
+
+
+# A send that has not finished in this long means the socket's buffer is full (the client is not
+# reading): from then on that socket is written from its own task, off the shared loop of sends.
+SEND_STALL_S = 0.05
+
+
+async def _send_all(outgoing: list) -> int:
+    """Send each message in turn. A send to a healthy socket only copies bytes into its buffer, so
+    a plain loop is the fastest fan-out (CONVENTIONS, the raw ceiling); a socket that stalls is
+    moved to its own outbox after SEND_STALL_S, so one slow client does not hold up the rest."""
+    sent = 0
+    for consumer, text in outgoing:
+        if not text:
+            continue
+        sent += 1
+        if consumer.outbox is not None:
+            consumer.outbox_put(text)
+            continue
+        try:
+            async with asyncio.timeout(SEND_STALL_S):
+                await consumer.send_text(text)
+        except TimeoutError:
+            log.info("a socket stalled; its messages now go through its own outbox")
+            consumer.outbox_start()
+        except Exception as exc:  # a socket closing under us: the rest still get theirs
+            log.debug("send failed: %s", exc)
+    return sent
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
