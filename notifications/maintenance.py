@@ -115,7 +115,7 @@ def presence_sweep() -> int:
             if client.zremrangebyscore(key, "-inf", now_ms) and suffix.isdigit():
                 changed.append(int(suffix))
         if changed:
-            ledger_changed_now(changed)  # the same "recompute this product" message
+            ledger_changed_now(changed, origin="sweep")  # a presence change: every hub re-reads
         return len(changed)
     finally:
         client.close()

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGES_CHANNEL = "candor:v1:changes"
+LEDGER_ORIGIN = "ledger"  # a change message from ingestion: the ledger changed, not presence
+PRESENCE_REUSE_S = 1.0
 LEDGER_KINDS = tuple(sorted(LIVE_KINDS - {"viewing_now"}))
 
 # Policy refusals by (site, kind, reason, policy version), flushed to `RefusalCount` rows on
@@ -81,6 +83,7 @@ class Hub:
         self._degraded = False
         self._redis_url = settings.CANDOR_REDIS_URL
         self._sessions: dict[str, Session] = {}
+        self._presence_seen: dict[int, tuple[float, dict]] = {}
         self._retries: dict[int, asyncio.TimerHandle] = {}
 
     # --- membership --------------------------------------------------------------------
@@ -99,7 +102,8 @@ class Hub:
 
     # --- changes -----------------------------------------------------------------------
     async def changed(self, product_id: int) -> None:
-        """Tell every process that `product_id`'s metrics may have changed."""
+        """Tell every process that `product_id`'s presence changed."""
+        self._presence_seen.pop(product_id, None)
         self.on_change(product_id)
         if self._redis_url:
             try:
@@ -152,7 +156,7 @@ class Hub:
         first = recipients[0]
         inputs = database_sync_to_async(_round_inputs)(first.site_id, product_id, now, first.target.category)
         try:
-            visitors, (catalog, ledger) = await asyncio.gather(presence_store().visitors(product_id), inputs)
+            visitors, (catalog, ledger) = await asyncio.gather(self._visitors(product_id), inputs)
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
             self._degraded = True
@@ -284,6 +288,18 @@ class Hub:
             self._retry_later(product_id, retry_in_s)
         return await _send_all(outgoing)
 
+    async def _visitors(self, product_id: int) -> dict[str, tuple[str, str]]:
+        """The product's presence. A round caused by a ledger change (a purchase) reuses the
+        last read if no presence change was announced since and it is under PRESENCE_REUSE_S old:
+        every presence change (here or in another process) is announced, so the read is current."""
+        seen = self._presence_seen.get(product_id)
+        now_s = time.monotonic()
+        if seen is not None and now_s - seen[0] < PRESENCE_REUSE_S:
+            return seen[1]
+        visitors = await presence_store().visitors(product_id)
+        self._presence_seen[product_id] = (now_s, visitors)
+        return visitors
+
     def _decide_first(self, found, policy, templates, site_id: int) -> Decision | None:
         """The first of a kind's metrics (narrowest window first) the policy lets through."""
         reason = None
@@ -369,6 +385,8 @@ class Hub:
                         continue
                     origin, _, product = message["data"].decode().partition(":")
                     if origin != self.origin and product.isdigit():
+                        if origin != LEDGER_ORIGIN:
+                            self._presence_seen.pop(int(product), None)
                         self.on_change(int(product))
             except asyncio.CancelledError:
                 raise
@@ -386,6 +404,7 @@ class Hub:
     async def _recovered(self) -> None:
         """After Redis comes back: re-enter presence and give every socket a fresh snapshot."""
         self._degraded = False
+        self._presence_seen.clear()
         await self.refresh_now()
         for product_id, members in list(self.sockets.items()):
             for consumer in members:
@@ -454,7 +473,7 @@ def ledger_changed_on_commit(product_ids) -> None:
 _sync_redis = None
 
 
-def ledger_changed_now(product_ids: list[int]) -> None:
+def ledger_changed_now(product_ids: list[int], *, origin: str = LEDGER_ORIGIN) -> None:
     """Called from sync code (views, tasks). With Redis: one PUBLISH per product, heard by every
     process's hub. Embedded: straight to this process's hubs, on their own loops."""
     global _sync_redis
@@ -467,7 +486,7 @@ def ledger_changed_now(product_ids: list[int]) -> None:
                 _sync_redis = redis.Redis.from_url(url)
             with _sync_redis.pipeline(transaction=False) as pipe:
                 for product_id in product_ids:
-                    pipe.publish(CHANGES_CHANNEL, f"ledger:{product_id}")
+                    pipe.publish(CHANGES_CHANNEL, f"{origin}:{product_id}")
                 pipe.execute()
         except RedisError as exc:
             # The purchase is committed; viewers see it on the next round (a refresh tick or
@@ -493,32 +512,40 @@ def _round_inputs(site_id: int, product_id: int, at, category: str):
     )
 
 
-# A send that has not finished in this long means the socket's buffer is full (the client is not
-# reading): from then on that socket is written from its own task, off the shared loop of sends.
+# A send to a healthy socket only copies bytes into its buffer (tens of µs). One timer guards a
+# chunk of sends: if it fires, the send in flight is the stalled one (its client is not reading),
+# and that socket is moved to its own outbox so the shared loop never waits for it again. The
+# frame it was sending is already in its buffer: cancelling the wait for the drain loses nothing.
 SEND_STALL_S = 0.05
+SENDS_PER_TIMER = 128
 
 
 async def _send_all(outgoing: list) -> int:
-    """Send each message in turn. A send to a healthy socket only copies bytes into its buffer, so
-    a plain loop is the fastest fan-out (CONVENTIONS, the raw ceiling); a socket that stalls is
-    moved to its own outbox after SEND_STALL_S, so one slow client does not hold up the rest."""
-    sent = 0
-    for consumer, text in outgoing:
-        if not text:
-            continue
-        sent += 1
-        if consumer.outbox is not None:
-            consumer.outbox_put(text)
-            continue
+    """Send each message in turn: a plain loop of sends is the fastest fan-out (the raw ceiling in
+    bench/fanout.py); a socket that stalls is moved off it, so one slow client does not hold up
+    the rest. Returns how many messages went out."""
+    pending = [(consumer, text) for consumer, text in outgoing if text]
+    index = 0
+    while index < len(pending):
+        stop = min(len(pending), index + SENDS_PER_TIMER)
+        current = None
         try:
             async with asyncio.timeout(SEND_STALL_S):
-                await consumer.send_text(text)
+                while index < stop:
+                    current, text = pending[index]
+                    index += 1
+                    if current.outbox is not None:
+                        current.outbox_put(text)
+                        continue
+                    try:
+                        await current.send_text(text)
+                    except Exception as exc:  # closing under us: the rest still get theirs
+                        log.debug("send failed: %s", exc)
         except TimeoutError:
             log.info("a socket stalled; its messages now go through its own outbox")
-            consumer.outbox_start()
-        except Exception as exc:  # a socket closing under us: the rest still get theirs
-            log.debug("send failed: %s", exc)
-    return sent
+            if current is not None:
+                current.outbox_start()
+    return len(pending)
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
