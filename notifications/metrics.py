@@ -137,41 +137,40 @@ def purchases_live(*, product_id: int, since: datetime, at: datetime):
     ).filter(~Exists(withdrawn))
 
 
-def recent_purchase(
-    *, product_id: int, at: datetime, window_s: int = RECENT_PURCHASE_WINDOW_S
-) -> Metric | None:
+def recent_purchase(*, product_id: int, at: datetime, window_s: int = RECENT_PURCHASE_WINDOW_S) -> Metric | None:
     """The most recent live purchase inside the window, at its own time; None if there is none.
 
     `true_value` is its age in whole seconds (the widget shows whole minutes, floored)."""
-    row = (
-        purchases_live(product_id=product_id, since=at - timedelta(seconds=window_s), at=at)
-        .order_by("-occurred_at", "-id")
-        .values("id", "occurred_at")
-        .first()
-    )
-    if row is None:
+    rows = _purchase_rows(product_id=product_id, since=at - timedelta(seconds=window_s), at=at)
+    return _recent_from(rows, at=at, window_s=window_s)
+
+
+def _recent_from(rows: list[tuple], *, at: datetime, window_s: int) -> Metric | None:
+    """From live purchase rows, newest first: the newest, if it is inside the window."""
+    if not rows or rows[0][2] <= at - timedelta(seconds=window_s):
         return None
+    event_id, _order, occurred_at = rows[0]
     return Metric(
         metric="recent_purchase",
-        true_value=max(0, int((at - row["occurred_at"]).total_seconds())),
+        true_value=max(0, int((at - occurred_at).total_seconds())),
         window_s=window_s,
         evidence={
-            "event_ids": [row["id"]],
-            "occurred_at": row["occurred_at"].isoformat(),
+            "event_ids": [event_id],
+            "occurred_at": occurred_at.isoformat(),
             "window_s": window_s,
             "computed_at": at.isoformat(),
         },
     )
 
 
-def purchases_in_window(*, product_id: int, at: datetime, windows_s=COUNT_WINDOWS_S) -> list[Metric]:
-    """Distinct live orders of the product in each rolling window (orders, not units)."""
+def purchases_in_window(
+    *, product_id: int, at: datetime, windows_s=COUNT_WINDOWS_S, rows: list | None = None
+) -> list[Metric]:
+    """Distinct live orders of the product in each rolling window (orders, not units). `rows`:
+    the live purchases over the widest window, newest first, if the caller already read them."""
     widest = max(windows_s)
-    rows = list(
-        purchases_live(product_id=product_id, since=at - timedelta(seconds=widest), at=at)
-        .order_by("-occurred_at")
-        .values_list("id", "order_id", "occurred_at")
-    )
+    if rows is None:
+        rows = _purchase_rows(product_id=product_id, since=at - timedelta(seconds=widest), at=at)
     result = []
     for window_s in sorted(windows_s):
         since = at - timedelta(seconds=window_s)
@@ -231,10 +230,21 @@ def add_to_cart_in_window(
     )
 
 
+def _purchase_rows(*, product_id: int, since: datetime, at: datetime) -> list[tuple]:
+    return list(
+        purchases_live(product_id=product_id, since=since, at=at)
+        .order_by("-occurred_at", "-id")
+        .values_list("id", "order_id", "occurred_at")
+    )
+
+
 def product_ledger_metrics(*, product_id: int, at: datetime, category: str = "") -> list[Metric]:
-    """Every ledger metric a product page could be shown, computed once per update round."""
-    found = [recent_purchase(product_id=product_id, at=at)]
-    found += purchases_in_window(product_id=product_id, at=at)
+    """Every ledger metric a product page could be shown, computed once per update round: one
+    query for the live purchases (the counts and the most recent one) and one for carts."""
+    rows = _purchase_rows(product_id=product_id, since=at - timedelta(seconds=max(COUNT_WINDOWS_S)), at=at)
+    recent = _recent_from(rows, at=at, window_s=RECENT_PURCHASE_WINDOW_S)
+    found = [recent]
+    found += purchases_in_window(product_id=product_id, at=at, rows=rows)
     found.append(add_to_cart_in_window(product_id=product_id, at=at, category=category))
     return [metric for metric in found if metric is not None]
 

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHANGES_CHANNEL = "candor:v1:changes"
+_MISSING = object()
 LEDGER_ORIGIN = "ledger"  # a change message from ingestion: the ledger changed, not presence
-PRESENCE_REUSE_S = 1.0
 LEDGER_KINDS = tuple(sorted(LIVE_KINDS - {"viewing_now"}))
 
 # Policy refusals by (site, kind, reason, policy version), flushed to `RefusalCount` rows on
@@ -159,19 +159,16 @@ class Hub:
             visitors, (catalog, ledger) = await asyncio.gather(self._visitors(product_id), inputs)
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
-            self._degraded = True
+            self._degrade()
             return await _send_all([(c, _dumps(m)) for c in recipients for m in c.withdraw_all_messages()])
         presence = metrics.PresenceSnapshot.of(visitors)
         now_s = time.monotonic()
         by_kind: dict[str, list[metrics.Metric]] = defaultdict(list)
         for metric in ledger:
             by_kind[metric.metric].append(metric)  # narrowest window first
-        ledger_keys = {
-            kind: tuple((m.true_value, tuple(m.groups.items())) for m in by_kind.get(kind, ()))
-            for kind in LEDGER_KINDS
-        }
+        ledger_decisions: dict[tuple, list] = {}
         templates_by_locale: dict[str, tuple] = {}
-        shared: dict[tuple, Decision | None] = {}
+        shared: dict[tuple, Decision | None] = {}  # viewing_now decisions by (version, locale, value)
         per_claim: dict[tuple, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
         outgoing: list[tuple[WidgetConsumer, str]] = []
         retry_in_s: float | None = None
@@ -184,31 +181,33 @@ class Hub:
             templates = templates_by_locale.get(ctx.locale)
             if templates is None:
                 templates = templates_by_locale[ctx.locale] = catalog.templates_for(ctx.locale)
-            viewing_key = metrics.viewing_now_key(presence=presence, recipient=consumer.visitor, context=ctx)
-            for kind in ("viewing_now", *LEDGER_KINDS):
-                key = (
-                    policy.version,
-                    ctx.locale,
-                    kind,
-                    viewing_key if kind == "viewing_now" else ledger_keys[kind],
+            viewing_key = (
+                policy.version,
+                ctx.locale,
+                metrics.viewing_now_key(presence=presence, recipient=consumer.visitor, context=ctx),
+            )
+            viewing = shared.get(viewing_key, _MISSING)
+            if viewing is _MISSING:
+                metric = metrics.viewing_now(
+                    presence=presence,
+                    recipient=consumer.visitor,
+                    ttl_s=ttl_s,
+                    at=now,
+                    category=ctx.category,
+                    country=ctx.country,
+                    returning=ctx.returning,
                 )
-                if key not in shared:
-                    if kind == "viewing_now":
-                        found = (
-                            metrics.viewing_now(
-                                presence=presence,
-                                recipient=consumer.visitor,
-                                ttl_s=ttl_s,
-                                at=now,
-                                category=ctx.category,
-                                country=ctx.country,
-                                returning=ctx.returning,
-                            ),
-                        )
-                    else:
-                        found = by_kind.get(kind, ())
-                    shared[key] = self._decide_first(found, policy, templates, consumer.site_id)
-                decision = shared[key]
+                viewing = self._decide_first((metric,), policy, templates, consumer.site_id)
+                shared[viewing_key] = viewing
+            # Ledger claims are the same for everyone under one policy version and locale.
+            ledger_key = (policy.version, ctx.locale)
+            decided = ledger_decisions.get(ledger_key)
+            if decided is None:
+                decided = ledger_decisions[ledger_key] = [
+                    (kind, self._decide_first(by_kind.get(kind, ()), policy, templates, consumer.site_id))
+                    for kind in LEDGER_KINDS
+                ]
+            for kind, decision in (("viewing_now", viewing), *decided):
                 shown = consumer.shown.get(kind)
                 if decision is None:
                     if shown is not None:
@@ -288,13 +287,20 @@ class Hub:
             self._retry_later(product_id, retry_in_s)
         return await _send_all(outgoing)
 
+    def _degrade(self) -> None:
+        self._degraded = True
+        self._presence_seen.clear()
+
     async def _visitors(self, product_id: int) -> dict[str, tuple[str, str]]:
-        """The product's presence. A round caused by a ledger change (a purchase) reuses the
-        last read if no presence change was announced since and it is under PRESENCE_REUSE_S old:
-        every presence change (here or in another process) is announced, so the read is current."""
+        """The product's presence. A round caused only by a ledger change (a purchase) reuses the
+        last read while no presence change has been announced since: every change to presence is
+        announced (joins, leaves, context changes, and expiries found by the refresh that runs
+        every TTL/3 in each process holding the product's sockets), so the read is still current.
+        Reused for at most TTL/3, and never while the subscription that carries those
+        announcements is down (then presence is read, fails, and the toasts are withdrawn)."""
         seen = self._presence_seen.get(product_id)
         now_s = time.monotonic()
-        if seen is not None and now_s - seen[0] < PRESENCE_REUSE_S:
+        if seen is not None and not self._degraded and now_s - seen[0] < settings.CANDOR_PRESENCE_TTL_S / 3:
             return seen[1]
         visitors = await presence_store().visitors(product_id)
         self._presence_seen[product_id] = (now_s, visitors)
@@ -392,7 +398,7 @@ class Hub:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("change subscription lost (%s); reconnecting", exc)
-                self._degraded = True
+                self._degrade()
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
             finally:
@@ -454,7 +460,7 @@ class Hub:
                     await self._recovered()
             except RedisError as exc:
                 log.warning("presence refresh failed (%s)", exc)
-                self._degraded = True
+                self._degrade()
                 for members in list(self.sockets.values()):
                     await _send_all([(c, _dumps(m)) for c in members for m in c.withdraw_all_messages()])
 
