@@ -137,7 +137,9 @@ def purchases_live(*, product_id: int, since: datetime, at: datetime):
     ).filter(~Exists(withdrawn))
 
 
-def recent_purchase(*, product_id: int, at: datetime, window_s: int = RECENT_PURCHASE_WINDOW_S) -> Metric | None:
+def recent_purchase(
+    *, product_id: int, at: datetime, window_s: int = RECENT_PURCHASE_WINDOW_S
+) -> Metric | None:
     """The most recent live purchase inside the window, at its own time; None if there is none.
 
     `true_value` is its age in whole seconds (the widget shows whole minutes, floored)."""
