@@ -133,6 +133,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.visitor_context = self._visitor_context()
         self._segment: tuple[PolicyCatalog, Segment] | None = None
         self.hub = hub_get()
+        self.paused = self.hub.session_paused(self.visitor)
         await self.accept()
         await self.hub.join(self)
 
@@ -340,8 +341,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _on_pause(self, message: dict[str, Any]) -> bool:
+        # Nothing more this session: this page, and the shopper's next pages for the visit (the
+        # widget stores nothing on the device, so the server remembers it, by visitor hash).
         self.paused = True
         self.shown.clear()
+        self.hub.session(self.visitor).paused = True
         return True
 
     async def _on_event(self, message: dict[str, Any]) -> bool:

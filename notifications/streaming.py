@@ -57,6 +57,7 @@ SESSION_S = 30 * 60
 class Session:
     seen_s: float
     toasts: int = 0
+    paused: bool = False  # the shopper chose "pause notifications"
     last_toast_s: float | None = None
     dismissed: dict[str, float] = field(default_factory=dict)
 
@@ -332,6 +333,10 @@ class Hub:
             self.on_change(product_id)
 
         self._retries[product_id] = loop.call_later(delay_s, fire, context=_hub_context())
+
+    def session_paused(self, visitor: str) -> bool:
+        session = self._sessions.get(visitor)
+        return session is not None and session.paused and time.monotonic() - session.seen_s <= SESSION_S
 
     def session(self, visitor: str) -> "Session":
         """This visitor's visit (30 minutes since last seen) in this process."""

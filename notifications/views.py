@@ -52,7 +52,7 @@ def why(request, notification_id: int):
     what, how = METRIC_BASIS.get(notification.kind, (notification.kind, ""))
     window = _window_words(notification.window_s)
     policy = policy_by_version(notification.policy_version, site_id=notification.site_id) or policy_default()
-    return render(
+    response = render(
         request,
         "notifications/why.html",
         {
@@ -65,3 +65,9 @@ def why(request, notification_id: int):
             "policy": policy,
         },
     )
+    # The page shows store-provided text (product names): a strict policy, no inline anything.
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return response

@@ -146,3 +146,16 @@ async def test_shoppers_from_your_country_when_the_store_prefers_that_group(real
     # The French shopper has no compatriot here: the wider group ("everyone") is true for them.
     assert texts[4] == "4 other people are viewing this"
     await close_all(comms)
+
+
+async def test_pause_lasts_for_the_visit_not_only_the_page(realtime_mode):
+    product = await sync_to_async(ProductFactory)()
+    await sync_to_async(site_policy_set)(product.site, min_gap_s=0, per_page_view=5)
+    comms, seen = await open_all(target_of(product), 4)
+    await comms[0].send_json_to({"type": "pause"})
+    await asyncio.sleep(0.1)
+    await comms[0].disconnect()
+    # The same shopper's next page view: nothing, though 3 others are there.
+    again = await open_visible(target_of(product), visitor(0))
+    assert await settle(again, timeout=0.8) == []
+    await close_all([*comms[1:], again])
