@@ -93,3 +93,19 @@ def realtime_mode(request, settings):
         settings.CANDOR_REDIS_URL = ""
     settings.CANDOR_UPDATE_INTERVAL_MS = 50
     return request.param
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """At the end of the run, end the sessions that worker threads of in-process servers (the hub's
+    database calls) still hold on the test database, so pytest-django can drop it cleanly."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = current_database() and pid <> pg_backend_pid()"
+                )
