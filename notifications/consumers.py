@@ -253,18 +253,18 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             self.outbox = asyncio.Queue()
             self._outbox_task = asyncio.get_running_loop().create_task(self._outbox_drain())
 
-    def outbox_put(self, text: str) -> None:
+    def outbox_put(self, event: dict) -> None:
         if self.outbox.qsize() >= self.OUTBOX_MAX:
             self._outbox_task.cancel()
             asyncio.get_running_loop().create_task(self.close(code=CLOSE_TRY_AGAIN))
             return
-        self.outbox.put_nowait(text)
+        self.outbox.put_nowait(event)
 
     async def _outbox_drain(self) -> None:
         while True:
-            text = await self.outbox.get()
+            event = await self.outbox.get()
             try:
-                await self.send_text(text)
+                await self.base_send(event)
             except Exception as exc:  # closed: nothing more to send
                 log.debug("outbox send failed: %s", exc)
                 return

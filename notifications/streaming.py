@@ -161,7 +161,7 @@ class Hub:
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
             self._degrade()
-            return await _send_all([(c, _dumps(m)) for c in recipients for m in c.withdraw_all_messages()])
+            return await _send_all([(c, _event(m)) for c in recipients for m in c.withdraw_all_messages()])
         presence = metrics.PresenceSnapshot.of(visitors)
         now_s = time.monotonic()
         by_kind: dict[str, list[metrics.Metric]] = defaultdict(list)
@@ -170,8 +170,8 @@ class Hub:
         ledger_decisions: dict[tuple, list] = {}
         templates_by_locale: dict[str, tuple] = {}
         shared: dict[tuple, Decision | None] = {}  # viewing_now decisions by (version, locale, value)
-        per_claim: dict[tuple, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
-        outgoing: list[tuple[WidgetConsumer, str]] = []
+        per_claim: dict[int, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
+        outgoing: list[tuple[WidgetConsumer, dict]] = []
         retry_in_s: float | None = None
         for consumer in recipients:
             policy = consumer.segment_in(catalog).policy
@@ -212,15 +212,10 @@ class Hub:
                 shown = consumer.shown.get(kind)
                 if decision is None:
                     if shown is not None:
-                        outgoing.append((consumer, _dumps(consumer.withdraw_message(kind))))
+                        outgoing.append((consumer, _event(consumer.withdraw_message(kind))))
                     continue
-                claim_key = (
-                    kind,
-                    decision.text,
-                    decision.displayed,
-                    decision.window_s,
-                    decision.policy_version,
-                )
+                # Decisions are shared objects: one per distinct claim this round.
+                claim_key = id(decision)
                 if shown is not None:
                     # The toast on screen gets the new value: an update, never capped.
                     if consumer.force_snapshot or shown.text != decision.text:
@@ -273,14 +268,14 @@ class Hub:
             )
             # Every recipient of a claim gets the same bytes (a new toast's differ only by the
             # host in why_url): serialise once per distinct message, not once per socket.
-            texts: dict[tuple, str] = {}
+            texts: dict[tuple, dict] = {}
             for consumer, decision in group:
                 message = consumer.claim_message(decision, notification_id)
                 text_key = (message["type"], message.get("why_url"))
-                text = texts.get(text_key)
-                if text is None:
-                    text = texts[text_key] = _dumps(message)
-                outgoing.append((consumer, text))
+                event = texts.get(text_key)
+                if event is None:
+                    event = texts[text_key] = _event(message)
+                outgoing.append((consumer, event))
         for consumer in recipients:
             consumer.force_snapshot = False
             consumer.suspended.clear()  # what this round did not restore is no longer true
@@ -467,7 +462,7 @@ class Hub:
                 log.warning("presence refresh failed (%s)", exc)
                 self._degrade()
                 for members in list(self.sockets.values()):
-                    await _send_all([(c, _dumps(m)) for c in members for m in c.withdraw_all_messages()])
+                    await _send_all([(c, _event(m)) for c in members for m in c.withdraw_all_messages()])
 
 
 # --- ledger changes, after commit --------------------------------------------------------
@@ -512,8 +507,9 @@ def ledger_changed_now(product_ids: list[int], *, origin: str = LEDGER_ORIGIN) -
                 pass
 
 
-def _dumps(message) -> str:
-    return json.dumps(message, separators=(",", ":"))
+def _event(message) -> dict:
+    """The ASGI event that sends `message`: built once, shared by every socket that gets it."""
+    return {"type": "websocket.send", "text": json.dumps(message, separators=(",", ":"))}
 
 
 def _round_inputs(site_id: int, product_id: int, at, category: str):
@@ -531,11 +527,11 @@ SEND_STALL_S = 0.05
 SENDS_PER_TIMER = 128
 
 
-async def _send_all(outgoing: list) -> int:
+async def _send_all(outgoing: list[tuple["WidgetConsumer", dict]]) -> int:
     """Send each message in turn: a plain loop of sends is the fastest fan-out (the raw ceiling in
     bench/fanout.py); a socket that stalls is moved off it, so one slow client does not hold up
     the rest. Returns how many messages went out."""
-    pending = [(consumer, text) for consumer, text in outgoing if text]
+    pending = [(consumer, event) for consumer, event in outgoing if event]
     index = 0
     while index < len(pending):
         stop = min(len(pending), index + SENDS_PER_TIMER)
@@ -543,13 +539,13 @@ async def _send_all(outgoing: list) -> int:
         try:
             async with asyncio.timeout(SEND_STALL_S):
                 while index < stop:
-                    current, text = pending[index]
+                    current, event = pending[index]
                     index += 1
                     if current.outbox is not None:
-                        current.outbox_put(text)
+                        current.outbox_put(event)
                         continue
                     try:
-                        await current.send_text(text)
+                        await current.base_send(event)
                     except Exception as exc:  # closing under us: the rest still get theirs
                         log.debug("send failed: %s", exc)
         except TimeoutError:
