@@ -114,6 +114,8 @@ WHITENOISE_ALLOW_ALL_ORIGINS = True
 
 # --- Security (SPEC 5, "Environment") ------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Candor is served over TLS in production (a widget on an https store must be): tell browsers so.
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -40,3 +40,54 @@ def test_salt_rotation_runs_on_a_real_worker_over_redis(redis_url):
         )
     assert not DailySalt.objects.filter(day=old_day).exists()
     assert DailySalt.objects.filter(day=timezone.now().date()).exists()
+
+
+def test_the_worker_refuses_a_broker_that_evicts(redis_url, tmp_path):
+    """SPEC 6 / issue 9: the broker must use `noeviction`. The machine's Redis does; a private
+    redis-server started with an evicting policy is refused."""
+    import socket
+    import subprocess
+
+    import pytest
+
+    from config.celery import BrokerEvicts, broker_policy_check
+
+    assert broker_policy_check(redis_url) == "noeviction"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        with pytest.raises(BrokerEvicts, match="noeviction"):
+            broker_policy_check(f"redis://127.0.0.1:{port}/0")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
