@@ -86,8 +86,8 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # SQLite (the embedded demo) cannot make IngestRefusal's NULLS NOT DISTINCT constraint; there a
 # concurrent first refusal of the day may start a second row for its bucket, which the admin
-# simply lists twice. PostgreSQL enforces it.
-SILENCED_SYSTEM_CHECKS = ["models.W047"]
+# simply lists twice. PostgreSQL enforces it. W005/W021: see SECURE_HSTS_INCLUDE_SUBDOMAINS below.
+SILENCED_SYSTEM_CHECKS = ["models.W047", "security.W005", "security.W021"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -116,6 +116,11 @@ WHITENOISE_ALLOW_ALL_ORIGINS = True
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 # Candor is served over TLS in production (a widget on an https store must be): tell browsers so.
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+# Whether every subdomain is HTTPS-only, and preload-list submission, are decisions about the
+# operator's whole domain that Candor cannot make for them: off unless set (so their two
+# deployment-check warnings are silenced below, on purpose).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
