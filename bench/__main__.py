@@ -1,0 +1,92 @@
+"""`python -m bench [--quick]`: every benchmark in one run, and `bench/RESULTS.md`
+(`bench/RESULTS-quick.md` for a quick run).
+
+Runs `bench/policy.py` and `bench/fanout.py` (each prints its figures next to a ceiling measured
+in the same run) and writes their output to `bench/RESULTS.md` with the machine, the date, the
+versions and the exact commands. `--quick` uses small sizes and enforces no target: `.ci/run`
+runs it so the benchmark code never rots. Without `--quick` it exits 1 if a target is missed.
+"""
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def _machine() -> str:
+    memory_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {memory_kb / 1024 / 1024:.1f} GiB, {platform.platform()}"
+
+
+def _versions() -> str:
+    names = ("django", "channels", "channels-redis", "uvicorn", "redis", "psycopg")
+    found = [f"Python {platform.python_version()}"] + [f"{n} {version(n)}" for n in names]
+    return ", ".join(found)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no targets enforced (CI)")
+    args = parser.parse_args()
+    if args.quick:
+        runs = [
+            [PY, "bench/policy.py", "--n", "20000"],
+            [PY, "bench/fanout.py", "--sockets", "200", "--rounds", "2", "--warmup", "1"]
+            + ["--designs", "raw,candor"],
+        ]
+    else:
+        runs = [
+            [PY, "bench/policy.py", "--n", "200000"],
+            [PY, "bench/fanout.py", "--sockets", "1000", "--rounds", "10"],
+            [PY, "bench/fanout.py", "--sockets", "3000", "--rounds", "10"],
+        ]
+    sections = []
+    missed = []
+    for command in runs:
+        shown = " ".join(["python", *command[1:]])
+        print(f"== {shown}", flush=True)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)  # noqa: S603
+        output = result.stdout.strip()
+        print(output[-4000:])
+        if result.returncode != 0:
+            print(result.stderr[-4000:], file=sys.stderr)
+            return result.returncode
+        missed += [line for line in output.splitlines() if "NOT met" in line or ": FAIL" in line]
+        tail = "\n".join(output.splitlines()[-16:])
+        sections.append(f"### `{shown}`\n\n```\n{tail}\n```\n")
+    mode = "quick (small sizes, targets not enforced)" if args.quick else "full"
+    report = (
+        "# Benchmark results\n\n"
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- machine: {_machine()}\n"
+        f"- versions: {_versions()}\n"
+        f"- command: `python -m bench{' --quick' if args.quick else ''}` ({mode})\n"
+        f"- targets missed: {len(missed) if not args.quick else 'not enforced'}\n\n"
+        "Each scenario prints its figure beside a ceiling measured in the same run and the ratio "
+        "(`bench/README.md` explains how each is measured).\n\n" + "\n".join(sections)
+    )
+    # A quick run must not overwrite the last full results.
+    target = ROOT / "bench" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    target.write_text(report, encoding="utf-8")
+    print(f"wrote {target.relative_to(ROOT)}")
+    if missed and not args.quick:
+        print("targets missed:\n" + "\n".join(missed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
