@@ -238,12 +238,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.suspended.update(shown)
         return [WithdrawMessage(type="withdraw", id=item.id) for item in shown.values()]
 
-    async def send_message(self, message: ServerMessage) -> None:
-        await self.send_text(json.dumps(message, separators=(",", ":")))
-
-    async def send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
-
     # A socket whose client stopped reading gets its own queue and writer, so the shared loop of
     # sends never waits for it; past OUTBOX_MAX queued messages it is closed (it can reconnect).
     OUTBOX_MAX = 50

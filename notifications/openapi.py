@@ -229,6 +229,22 @@ WEBHOOK_BODY = {
 }
 
 
+def _webhook_extra(platform: str) -> dict:
+    """The request of a platform's webhook, from the same header names the view reads."""
+    signature_header, topic_header, delivery_headers, *_ = views.PLATFORMS[platform]
+    return _merge(
+        {
+            "requestBody": WEBHOOK_BODY,
+            "parameters": [
+                _header(signature_header, "base64 HMAC-SHA256 of the body"),
+                _header(topic_header, "the topic"),
+                _header(delivery_headers[0], "the delivery id", required=False),
+            ],
+        },
+        _retry_after_documented(503),
+    )
+
+
 @api.post(
     "/webhooks/shopify/{key}",
     response=_responses({200: WebhookAccepted}, 400, 401, 404, 413, 422, 503),
@@ -237,17 +253,7 @@ WEBHOOK_BODY = {
     "`refunds/create`; `X-Shopify-Hmac-Sha256` = base64 HMAC-SHA256 of the raw body with the "
     "site's Shopify secret; "
     "`X-Shopify-Webhook-Id` de-duplicates deliveries. Other topics answer 200 and record nothing.",
-    openapi_extra=_merge(
-        {
-            "requestBody": WEBHOOK_BODY,
-            "parameters": [
-                _header("X-Shopify-Hmac-Sha256", "base64 HMAC-SHA256 of the body"),
-                _header("X-Shopify-Topic", "e.g. orders/paid"),
-                _header("X-Shopify-Webhook-Id", "the delivery id", required=False),
-            ],
-        },
-        _retry_after_documented(503),
-    ),
+    openapi_extra=_webhook_extra("shopify"),
 )
 def shopify_webhook(request: HttpRequest, key: str):
     return views.shopify_webhook(request, key)
@@ -260,17 +266,7 @@ def shopify_webhook(request: HttpRequest, key: str):
     description="Topics `order.created`, `order.updated`, `order.deleted`; `X-WC-Webhook-Signature` = base64 "
     "HMAC-SHA256 of the raw body with the webhook's secret; `X-WC-Webhook-Delivery-ID` de-duplicates. "
     "The unsigned `webhook_id=…` ping answers 200 and records nothing.",
-    openapi_extra=_merge(
-        {
-            "requestBody": WEBHOOK_BODY,
-            "parameters": [
-                _header("X-WC-Webhook-Signature", "base64 HMAC-SHA256 of the body"),
-                _header("X-WC-Webhook-Topic", "e.g. order.updated"),
-                _header("X-WC-Webhook-Delivery-ID", "the delivery id", required=False),
-            ],
-        },
-        _retry_after_documented(503),
-    ),
+    openapi_extra=_webhook_extra("woocommerce"),
 )
 def woocommerce_webhook(request: HttpRequest, key: str):
     return views.woocommerce_webhook(request, key)

@@ -11,8 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ import psycopg
 import pytest
 
 from notifications.signing import signature_header_make
+from tests.servers import free_port, port_wait, process_stop
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,12 +30,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ORIGIN = "http://shop.test"
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 SKU = "mug-1"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines=40) -> str:
@@ -53,7 +46,7 @@ class PrivatePostgres:
     def __init__(self, base: Path):
         self.base = base
         self.data, self.sockets, self.log = base / "data", base / "sockets", base / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.dbname = "candor_outage"
         self.running = False
 
@@ -147,7 +140,7 @@ def app(request, private_postgres):
     catalog.write_text(json.dumps([product]))
     _manage(env, "candor_site", "products", "--key", site["key"], str(catalog))
 
-    port, log = _free_port(), pg.base / "uvicorn.log"
+    port, log = free_port(), pg.base / "uvicorn.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
@@ -168,24 +161,10 @@ def app(request, private_postgres):
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"uvicorn on {port} did not start:\n{_tail(log)}")
-                time.sleep(0.1)
+        port_wait(proc, port, log=lambda: _tail(log))
         yield {"port": port, "key": site["key"], "secret": site["secret"], "pg": pg, "log": log}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        process_stop(proc)
 
 
 def _post(app, path, body: bytes, headers: dict):

@@ -4,11 +4,8 @@ sharing presence through Redis. Run with `bash bin/test -m slow` (.ci/run does).
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from django.conf import settings
 
 from config.asgi import application
 from tests.factories import DEMO_ORIGIN, ProductFactory
+from tests.servers import free_port, other_sessions_wait_end, port_wait, process_stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,12 +54,6 @@ async def test_a_burst_of_1000_connects_on_real_redis(redis_url, product, settin
     await asyncio.gather(*(comm.disconnect() for comm in comms))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def two_servers(redis_url, postgres):
     """Two uvicorn processes on their own ports, sharing the test database and Redis."""
@@ -73,7 +65,7 @@ def two_servers(redis_url, postgres):
         "DJANGO_SECRET_KEY": "test-only-" + "x" * 40,
         "DJANGO_SECURE_SSL_REDIRECT": "0",
     }
-    ports, procs = [_free_port(), _free_port()], []
+    ports, procs = [free_port(), free_port()], []
     for port in ports:
         procs.append(
             subprocess.Popen(
@@ -95,40 +87,13 @@ def two_servers(redis_url, postgres):
             )
         )
     try:
-        for port in ports:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
-                pytest.fail(f"server on {port} did not start")
+        for port, proc in zip(ports, procs, strict=True):
+            port_wait(proc, port, timeout_s=20)
         yield ports
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=10)
-        _wait_for_other_sessions_to_end()
-
-
-def _wait_for_other_sessions_to_end(timeout_s=10.0):
-    """PostgreSQL notices a dead client's session a moment later; the test database can only be
-    dropped once it has."""
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
+            process_stop(proc)
+        other_sessions_wait_end()
 
 
 async def test_viewers_on_two_server_processes_count_together(two_servers, product):

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from notifications.presence import KEY_PREFIX
 from notifications.selectors import policy_catalog_build
 from notifications.signing import signature_header_make
 from tests.factories import DEMO_ORIGIN, ProductFactory
+from tests.servers import free_port, other_sessions_wait_end, port_wait, process_stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,12 +45,6 @@ TTL_S = 6
 REFRESH_S = TTL_S / 3  # the server re-enters its sockets' presence this often
 VISITORS = 4
 NUMERIC = ("notification", "update")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines=60) -> str:
@@ -64,7 +58,7 @@ class PrivateRedis:
     """A throw-away redis-server on 127.0.0.1:<port>, no persistence: a restart comes back empty."""
 
     def __init__(self, base: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.log = base / "redis.log"
         self.proc: subprocess.Popen | None = None
 
@@ -145,7 +139,7 @@ def server(postgres, private_redis, tmp_path):
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
     }
     env.pop("DJANGO_DEBUG", None)
-    port, log = _free_port(), tmp_path / "uvicorn.log"
+    port, log = free_port(), tmp_path / "uvicorn.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--no-proxy-headers"]
@@ -157,42 +151,11 @@ def server(postgres, private_redis, tmp_path):
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"uvicorn on {port} did not start:\n{_tail(log)}")
-                time.sleep(0.1)
+        port_wait(proc, port, log=lambda: _tail(log))
         yield {"port": port, "log": log, "redis": private_redis}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        _wait_for_other_sessions_to_end()
-
-
-def _wait_for_other_sessions_to_end(timeout_s=10.0):
-    """PostgreSQL notices a dead client's session a moment later; the test database can only be
-    flushed and dropped once it has."""
-    from django.db import connection
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-        time.sleep(0.1)
+        process_stop(proc)
+        other_sessions_wait_end()
 
 
 class Visitor:

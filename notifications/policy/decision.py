@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from django.conf import settings
 from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
 
@@ -93,10 +92,6 @@ class Policy:
             f"silence for {self.dismiss_silence_s // 60} minutes after you close one; "
             f"purchases older than {recent_min} minutes are never shown"
         )
-
-
-def policy_default() -> Policy:
-    return Policy(version="default-1", min_count=max(1, settings.CANDOR_MIN_COUNT))
 
 
 @dataclass(frozen=True)

@@ -99,3 +99,10 @@ def default_segments(*, min_count: int = 3) -> tuple[Segment, ...]:
         Segment("Utilitarian products", SegmentRule(category_kinds=("utilitarian",)), utilitarian),
         Segment("Everyone else", SegmentRule(), moderate),
     )
+
+
+def policy_default() -> Policy:
+    """The policy of the shipped default segment ("Everyone else")."""
+    from django.conf import settings
+
+    return default_segments(min_count=max(1, settings.CANDOR_MIN_COUNT))[-1].policy

@@ -12,8 +12,6 @@ browser context gets its own ordinary desktop User-Agent: headless Chromium's ow
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from tests.conftest import IN_CI
+from tests.servers import free_port, port_wait, process_stop
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CANDOR_CHROMIUM", "/usr/bin/chromium")
@@ -121,12 +120,6 @@ def _orm_beside_playwright(monkeypatch):
 # --- the server --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Shop:
     url: str
@@ -147,7 +140,7 @@ def shop(request, redis_url, postgres, transactional_db, tmp_path):
     from storefront_demo.models import DemoStore
 
     db = settings.DATABASES["default"]
-    port = _free_port()
+    port = free_port()
     origin = f"http://127.0.0.1:{port}"
     env = {
         **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
@@ -191,23 +184,10 @@ def shop(request, redis_url, postgres, transactional_db, tmp_path):
         )
     shop = Shop(url=origin, key=DemoStore.objects.get().candor_key, log=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the server did not start:\n{shop.log_tail()}")
-                time.sleep(0.05)
+        port_wait(server, port, log=shop.log_tail)
         yield shop
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        process_stop(server)
         if getattr(request.node, "candor_failed", False):
             print(f"--- server log ---\n{shop.log_tail()}")
         _wait_for_server_sessions_to_end()
