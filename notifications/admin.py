@@ -1,22 +1,31 @@
 """The store owner's console. The ledger and the notification log are read-only for everyone,
 superusers included: no admin form can create, alter or remove activity (SPEC 2.5)."""
 
+import datetime as dt
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from .models import (
     AuditAlarm,
     DailySalt,
     Event,
+    Exposure,
     HourlyRollup,
     IngestRefusal,
     MessageTemplate,
     Notification,
     PolicyConfig,
     PolicySnapshot,
+    PolicyVariant,
     Product,
     RefusalCount,
     SegmentConfig,
@@ -76,10 +85,80 @@ class SiteAdmin(admin.ModelAdmin):
         "woocommerce_secret",
         "is_demo",
         "is_active",
+        "holdout_pct",
+        "attribution_window_h",
         "created_at",
     )
     inlines = (SiteSecretInline, ProductInline)
     actions = ("rotate_secret", "retire_old_secrets")
+    change_form_template = "admin/notifications/site/change_form.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:site_id>/experiment/", view(self.experiment_view), name="candor_experiment"),
+            path("<int:site_id>/experiment.csv", view(self.experiment_csv), name="candor_experiment_csv"),
+            *super().get_urls(),
+        ]
+
+    @staticmethod
+    def _period(request) -> tuple[int, float]:
+        from .dashboard import PERIODS_DAYS
+
+        try:
+            days = int(request.GET.get("days", 28))
+        except ValueError:
+            days = 28
+        try:
+            lift = float(request.GET.get("lift", 10))
+        except ValueError:
+            lift = 10.0
+        return (days if days in PERIODS_DAYS else 28), (lift if 1 <= lift <= 100 else 10.0)
+
+    def experiment_view(self, request, site_id: int):
+        """The experiment dashboard (SPEC 4): arms, lifts with intervals, the reactance curve."""
+        from .dashboard import dashboard_context
+
+        site = get_object_or_404(Site, pk=site_id)
+        if not self.has_view_permission(request, site):
+            raise PermissionDenied
+        days, lift = self._period(request)
+        context = {
+            **self.admin_site.each_context(request),
+            **dashboard_context(site=site, days=days, minimum_lift_pct=lift),
+            "title": f"Experiments — {site.name}",
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/notifications/experiment.html", context)
+
+    def experiment_csv(self, request, site_id: int):
+        from .dashboard import results_csv
+        from .experiments import experiment_results
+
+        site = get_object_or_404(Site, pk=site_id)
+        if not self.has_view_permission(request, site):
+            raise PermissionDenied
+        days, lift = self._period(request)
+        until = timezone.now()
+        results = experiment_results(
+            site=site, since=until - dt.timedelta(days=days), until=until, minimum_lift_pct=lift
+        )
+        response = HttpResponse(results_csv(results), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="candor-experiment-site{site.pk}-{days}d.csv"'
+        )
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from .dashboard import headline
+        from .experiments import experiment_results
+
+        site = self.get_object(request, object_id)
+        extra_context = extra_context or {}
+        if site is not None:
+            extra_context["experiment_headline"] = headline(experiment_results(site=site))
+            extra_context["experiment_url"] = reverse("admin:candor_experiment", args=[site.pk])
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request):
         return (
@@ -307,15 +386,81 @@ def _catalog_changed(*_args, **_kwargs) -> None:
     policy_catalogs_forget()
 
 
+class PolicyVariantFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        total = sum(
+            form.cleaned_data.get("share_pct") or 0
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        )
+        if total > 100:
+            raise ValidationError(f"The variants share {total:g}% of the segment; at most 100% in all.")
+
+
+class PolicyVariantInline(admin.TabularInline):
+    """Experiment arms (SPEC 4): shares of the segment's visitors who get another policy."""
+
+    model = PolicyVariant
+    formset = PolicyVariantFormSet
+    extra = 0
+    fields = ("policy", "share_pct", "created_at")
+    readonly_fields = ("created_at",)
+    verbose_name = "policy variant (experiment arm)"
+
+
 @admin.register(SegmentConfig)
 class SegmentConfigAdmin(admin.ModelAdmin):
-    list_display = ("name", "site", "order", "is_default", "policy", "category_kinds", "locales", "countries")
+    list_display = (
+        "name",
+        "site",
+        "order",
+        "is_default",
+        "policy",
+        "variant_list",
+        "category_kinds",
+        "locales",
+        "countries",
+    )
     list_filter = ("site", "is_default")
     list_editable = ("order",)
+    inlines = (PolicyVariantInline,)
+
+    @admin.display(description="variants")
+    def variant_list(self, obj):
+        return ", ".join(f"{v.policy.name} {v.share_pct:g}%" for v in obj.variants.all()) or "—"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("variants__policy")
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         _catalog_changed()
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        _catalog_changed()
+
+
+@admin.register(Exposure)
+class ExposureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Page views and what they were shown (SPEC 4). The visitor hash is not displayed."""
+
+    list_display = (
+        "started_at",
+        "site",
+        "product",
+        "segment",
+        "arm",
+        "outcome",
+        "reason",
+        "toasts",
+        "intensity",
+    )
+    list_filter = ("outcome", "arm", "segment", "site")
+    date_hierarchy = "started_at"
+    exclude = ("visitor_hash",)
+    list_select_related = ("site", "product")
 
 
 @admin.register(MessageTemplate)

@@ -15,7 +15,13 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
-from .identity import client_ip_resolve, user_agent_is_bot, visitor_hash_compute
+from .identity import (
+    VISITOR_TOKEN_TTL_S,
+    client_ip_resolve,
+    user_agent_is_bot,
+    visitor_hash_compute,
+    visitor_token_make,
+)
 from .ingest import (
     BROWSER_KINDS,
     Unacceptable,
@@ -97,7 +103,8 @@ def _preflight(request: HttpRequest) -> JsonResponse:
     return _cors(response, origin)
 
 
-def _parse(request: HttpRequest) -> dict:
+def _json_object(request: HttpRequest) -> dict:
+    """415, 413, then 400: the checks every browser-facing JSON endpoint runs first."""
     content_type = request.content_type or ""
     if content_type.lower() != "application/json":
         raise Refused(415, "unsupported_media_type", "Content-Type must be application/json.")
@@ -113,6 +120,11 @@ def _parse(request: HttpRequest) -> dict:
         raise Refused(400, "malformed", "The body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise Refused(400, "malformed", "The body must be a JSON object.")
+    return data
+
+
+def _parse(request: HttpRequest) -> dict:
+    data = _json_object(request)
     for name in ("key", "type", "product"):
         if not isinstance(data.get(name), str) or not data[name]:
             raise Refused(400, "malformed", f"'{name}' must be a non-empty string.", field=name)
@@ -196,6 +208,69 @@ def _events(request: HttpRequest) -> JsonResponse:
             context=context_clean(data.get("context") or {}),
         )
     return _cors(JsonResponse({"accepted": True}, status=202), cors_origin)
+
+
+@csrf_exempt
+def visitor_token(request: HttpRequest) -> JsonResponse:
+    """`POST /api/v1/visitor-token` `{"key"}` from an allowed origin: what `Candor.visitorToken()`
+    asks for on a checkout page. `{"token": null}` under Global Privacy Control (`Sec-GPC: 1`) or
+    for a bot: they are in no experiment."""
+    try:
+        return _visitor_token(request)
+    except DatabaseError:
+        exc = Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S)
+        return _error(exc, site_id=None, cors_origin=None, endpoint="visitor_token")
+
+
+def _visitor_token(request: HttpRequest) -> JsonResponse:
+    if request.method == "OPTIONS":
+        return _preflight(request)
+    origin = _origin(request)
+    site = None
+    cors_origin = None
+    try:
+        if request.method != "POST":
+            raise Refused(405, "method_not_allowed", "Use POST.")
+        data = _json_object(request)
+        if not isinstance(data.get("key"), str) or not data["key"]:
+            raise Refused(400, "malformed", "'key' must be a non-empty string.", field="key")
+        unknown = sorted(set(data) - {"key"})
+        if unknown:
+            raise Refused(400, "malformed", f"Unknown field '{unknown[0]}'.", field=unknown[0])
+        site = site_active_by_key(key=data["key"])
+        if site is None:
+            raise Refused(404, "unknown_site", "No active site has this key.", field="key")
+        if origin is None or origin not in site.origins:
+            raise Refused(403, "forbidden_origin", "This origin is not allowed for this site.")
+        cors_origin = origin
+        ip = _client_ip(request)
+        user_agent = request.headers.get("User-Agent", "")
+        usage = get_usage(
+            request,
+            group="visitor-token-ip",
+            key=lambda _g, _r: visitor_hash_compute(site_id=0, ip=ip, user_agent=""),
+            rate=settings.CANDOR_RATE_PER_IP,
+            increment=True,
+        )
+        if usage and usage["should_limit"]:
+            raise Refused(
+                429, "rate_limited", "Too many requests; slow down.", retry_after=usage["time_left"]
+            )
+    except Refused as exc:
+        return _error(
+            exc, site_id=site.pk if site else None, cors_origin=cors_origin, endpoint="visitor_token"
+        )
+    if request.headers.get("Sec-GPC", "").strip() == "1" or user_agent_is_bot(user_agent):
+        body = {"token": None}
+    else:
+        visitor = visitor_hash_compute(site_id=site.pk, ip=ip, user_agent=user_agent)
+        body = {
+            "token": visitor_token_make(site_id=site.pk, visitor_hash=visitor),
+            "expires_in_s": VISITOR_TOKEN_TTL_S,
+        }
+    response = JsonResponse(body, status=200)
+    response["Cache-Control"] = "no-store"
+    return _cors(response, cors_origin)
 
 
 SERVER_MAX_BODY_BYTES = 256 * 1024

@@ -16,8 +16,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import timezone
 from redis.exceptions import RedisError
 
+from .experiments import Arm, PageExposure, arm_assign
 from .identity import (
     device_class,
     locale_from_accept_language,
@@ -28,7 +30,7 @@ from .identity import (
 from .ingest import browser_event_record, context_clean
 from .models import origin_normalize
 from .policy import Decision
-from .policy.decision import VisitorContext, held_out
+from .policy.decision import VisitorContext
 from .policy.segments import Segment, segment_for
 from .presence import Entry, presence_store
 from .selectors import PolicyCatalog, WidgetTarget, widget_target_get
@@ -127,11 +129,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.last_toast_s: float | None = None
         self.outbox: asyncio.Queue | None = None
         self._outbox_task: asyncio.Task | None = None
-        self._held_out: tuple[str, bool] | None = None
+        self.exposure: PageExposure | None = None
         self.dismissed: set[str] = set()
         self.context: dict[str, str] = {}
         self.visitor_context = self._visitor_context()
-        self._segment: tuple[PolicyCatalog, Segment] | None = None
+        self._segment: tuple[PolicyCatalog, Segment, Arm] | None = None
         self.hub = hub_get()
         self.paused = self.hub.session_paused(self.visitor)
         await self.accept()
@@ -149,6 +151,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             return
         if self._outbox_task is not None:
             self._outbox_task.cancel()
+        self.exposure_end()
         await self.hub.leave(self, self.product_id)
         if self.visible:
             self.visible = False
@@ -180,10 +183,41 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             hints={k[5:]: v for k, v in c.items() if k.startswith("hint_")},
         )
 
-    def segment_in(self, catalog: PolicyCatalog) -> Segment:
+    def _placed(self, catalog: PolicyCatalog) -> tuple[PolicyCatalog, Segment, Arm]:
+        """Segment and experiment arm, recomputed only when the catalog or the context changes."""
         if self._segment is None or self._segment[0] is not catalog:
-            self._segment = (catalog, segment_for(catalog.segments, self.visitor_context))
-        return self._segment[1]
+            segment = segment_for(catalog.segments, self.visitor_context)
+            arm = arm_assign(visitor=self.visitor, segment=segment, site_holdout_pct=catalog.holdout_pct)
+            self._segment = (catalog, segment, arm)
+        return self._segment
+
+    def segment_in(self, catalog: PolicyCatalog) -> Segment:
+        return self._placed(catalog)[1]
+
+    def arm_in(self, catalog: PolicyCatalog) -> Arm:
+        return self._placed(catalog)[2]
+
+    def exposure_in(self, catalog: PolicyCatalog, now) -> PageExposure:
+        """This page view's exposure record, begun at its first round (SPEC 4)."""
+        if self.exposure is None:
+            _, segment, arm = self._placed(catalog)
+            self.exposure = PageExposure(
+                site_id=self.site_id,
+                product_id=self.product_id,
+                visitor=self.visitor,
+                segment=segment.name,
+                arm=arm.name,
+                policy_version=(arm.policy or segment.policy).version,
+                started_at=now,
+            )
+        return self.exposure
+
+    def exposure_end(self) -> None:
+        """The page view ended (closed, or moved to another product): log what it was shown.
+        Bots are never part of an experiment."""
+        exposure, self.exposure = self.exposure, None
+        if exposure is not None and not self.is_bot:
+            self.hub.exposure_add(exposure.row(ended_at=timezone.now()))
 
     def _entry(self) -> Entry:
         ctx = self.visitor_context
@@ -263,12 +297,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 log.debug("outbox send failed: %s", exc)
                 return
 
-    def held_out_under(self, policy) -> bool:
-        """The holdout, by visitor hash, cached per policy version (a hash per round is waste)."""
-        if self._held_out is None or self._held_out[0] != policy.version:
-            self._held_out = (policy.version, held_out(policy, self.visitor))
-        return self._held_out[1]
-
     def _why_url(self, notification_id: int) -> str:
         host = _header(self.scope, b"host") or "localhost"
         scheme = "https" if self.scope.get("scheme") == "wss" else "http"
@@ -306,6 +334,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             target = await database_sync_to_async(widget_target_get)(key=self.key, sku=sku)
             if target is None or target.site_id != self.target.site_id:
                 return False
+            self.exposure_end()
             await self._leave_product()
             self.target = target
             self.visitor_context = self._visitor_context()

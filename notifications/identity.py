@@ -6,6 +6,7 @@ logged. Two shoppers behind one address with the same browser count once (an und
 which invariant 1 allows).
 """
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -123,3 +124,51 @@ def salt_cache_clear() -> None:
 def salt_cache_drop_before(day: dt.date) -> None:
     for cached_day in [d for d in _salt_cache if d < day]:
         del _salt_cache[cached_day]
+
+
+# --- Visitor tokens (SPEC 5, `Candor.visitorToken()`) ------------------------------------------
+# A store's checkout page asks the widget for a token and passes it along with the order, so
+# Candor can attribute the purchase to the shopper's experiment arm (SPEC 4). The token is the
+# visitor hash encrypted (Fernet: AES-CBC + HMAC, a random IV each time) under a key derived
+# from SECRET_KEY: the store learns nothing from it, and two tokens of one shopper do not match,
+# so it cannot serve as an identifier either. It expires after 24 h, and the hash inside it is
+# only good for the salt's day anyway.
+VISITOR_TOKEN_TTL_S = 24 * 3600
+
+
+@lru_cache(maxsize=4)
+def _token_cipher(secret_key: str):
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"candor visitor token v1").derive(
+        secret_key.encode()
+    )
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def visitor_token_make(*, site_id: int, visitor_hash: str) -> str:
+    return _token_cipher(settings.SECRET_KEY).encrypt(f"{site_id}:{visitor_hash}".encode()).decode()
+
+
+def visitor_token_read(token: str, *, site_id: int, now: dt.datetime | None = None) -> str | None:
+    """The visitor hash inside a token this server issued for `site_id` in the last 24 h, else None."""
+    from cryptography.fernet import InvalidToken
+
+    if not isinstance(token, str) or not 0 < len(token) <= 512:
+        return None
+    cipher = _token_cipher(settings.SECRET_KEY)
+    try:
+        if now is None:
+            plain = cipher.decrypt(token.encode(), ttl=VISITOR_TOKEN_TTL_S)
+        else:
+            plain = cipher.decrypt_at_time(
+                token.encode(), ttl=VISITOR_TOKEN_TTL_S, current_time=int(now.timestamp())
+            )
+    except (InvalidToken, ValueError):
+        return None
+    token_site, _, visitor = plain.decode("ascii", "replace").partition(":")
+    if token_site != str(site_id) or not re.fullmatch(r"[0-9a-f]{32}", visitor):
+        return None
+    return visitor

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Event, EventKind, EventSource, Product, ServerDelivery, Site
+from .identity import visitor_token_read
+from .models import Conversion, Event, EventKind, EventSource, Product, ServerDelivery, Site
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
 
@@ -89,6 +90,20 @@ def order_products(*, site: Site, order_id: str) -> list[int]:
         .values_list("product_id", flat=True)
         .distinct()
     )
+
+
+def conversion_record(*, site: Site, order_id: str, token: str, occurred_at: "dt.datetime") -> str:
+    """Attribute a verified purchase to the visitor whose token its order carried (SPEC 4, 5).
+    Returns "recorded", or "refused" (the token is not one of ours for this site, or expired:
+    the purchase still counts, only the attribution is dropped, and the refusal is counted)."""
+    visitor = visitor_token_read(token, site_id=site.pk)
+    if visitor is None:
+        ingest_refusal_count(site_id=site.pk, endpoint="visitor_token", code="bad_visitor_token")
+        return "refused"
+    Conversion.objects.get_or_create(
+        site=site, order_id=order_id, defaults={"visitor_hash": visitor, "occurred_at": occurred_at}
+    )
+    return "recorded"
 
 
 # --- Signed server events ----------------------------------------------------------------
@@ -194,6 +209,11 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                 site=site, idempotency_key=event_id, body_sha256=digest, response=response
             )
             return 200, response
+        token = payload.get("visitor_token")
+        if token is not None and (not isinstance(token, str) or not token or len(token) > 512):
+            raise Unacceptable(
+                "'visitor_token' must be the string Candor.visitorToken() gave", field="visitor_token"
+            )
         products = {p.sku: p for p in Product.objects.filter(site=site, sku__in=[sku for sku, _ in items])}
         refused = [sku for sku, _ in items if sku not in products]
         is_test = payload.get("test") is True
@@ -217,6 +237,10 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                 )
         ledger_changed_on_commit(products[sku].pk for sku, _ in items if sku in products)
         response = {"accepted": True, "duplicate": False, "refused_items": refused}
+        if kind == "purchase" and token is not None and not is_test and len(refused) < len(items):
+            response["attribution"] = conversion_record(
+                site=site, order_id=order_id, token=token, occurred_at=occurred_at
+            )
         for _ in refused:
             ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
     ServerDelivery.objects.create(site=site, idempotency_key=event_id, body_sha256=digest, response=response)

@@ -42,6 +42,17 @@ class Site(models.Model):
         default=False, help_text="The demo storefront's site. Its data never mixes with a live site."
     )
     is_active = models.BooleanField(default=True)
+    holdout_pct = models.FloatField(
+        default=0.0,
+        help_text="Share of visitors (0–100, by visitor hash) who never see a notification: the "
+        "site's control group for measuring lift (SPEC 4).",
+    )
+    attribution_window_h = models.PositiveSmallIntegerField(
+        default=24,
+        help_text="A verified purchase counts as a conversion of a visitor's arm when it comes at most "
+        "this many hours after their first exposure (1–24: the daily salt limits how far back a "
+        "visitor can be linked).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     def __str__(self) -> str:
@@ -71,6 +82,10 @@ class Site(models.Model):
         if not normalized:
             raise ValidationError({"allowed_origins": "At least one origin is required."})
         self.allowed_origins = "\n".join(dict.fromkeys(normalized))
+        if not 0 <= self.holdout_pct <= 100:
+            raise ValidationError({"holdout_pct": "A percentage from 0 to 100."})
+        if not 1 <= self.attribution_window_h <= 24:
+            raise ValidationError({"attribution_window_h": "From 1 to 24 hours (the daily salt's limit)."})
 
 
 class SiteSecret(models.Model):
@@ -550,3 +565,91 @@ class RefusalCount(models.Model):
             )
         ]
         indexes = [models.Index(fields=["site", "last_at"])]
+
+
+class PolicyVariant(models.Model):
+    """An experiment arm of a segment (SPEC 4): a share of the segment's visitors who get another
+    policy (e.g. cap 50 beside the segment's cap 10). The rest get the segment's own policy.
+    Assignment is by visitor hash, so a visitor keeps their arm for the salt's day."""
+
+    segment = models.ForeignKey(SegmentConfig, on_delete=models.CASCADE, related_name="variants")
+    policy = models.ForeignKey(PolicyConfig, on_delete=models.PROTECT, related_name="variants")
+    share_pct = models.FloatField(help_text="Share (0–100) of the segment's visitors who get this policy.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["segment", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "policy"], name="variant_policy_per_segment")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.segment}: {self.policy.name} ({self.share_pct:g}%)"
+
+    def clean(self) -> None:
+        if not 0 < self.share_pct <= 100:
+            raise ValidationError({"share_pct": "A percentage above 0, at most 100."})
+        if not (self.segment_id and self.policy_id):
+            return
+        if self.policy.site_id != self.segment.site_id:
+            raise ValidationError({"policy": "The policy must belong to the segment's site."})
+        if self.policy_id == self.segment.policy_id:
+            raise ValidationError({"policy": "This is the segment's own policy: the arm exists already."})
+        others = PolicyVariant.objects.filter(segment_id=self.segment_id).exclude(pk=self.pk)
+        if sum(v.share_pct for v in others) + self.share_pct > 100:
+            raise ValidationError({"share_pct": "The segment's variants may share at most 100% in all."})
+
+
+class ExposureOutcome(models.TextChoices):
+    SHOWN = "shown", "shown"
+    REFUSED = "refused", "refused"
+    HELD_OUT = "held_out", "held out"
+
+
+class Exposure(models.Model):
+    """One page view of a visitor with the widget's socket open (SPEC 4): the arm it was in and
+    what the policy did — shown (and the highest number displayed), refused with the reason, or
+    held out. With `Conversion`, the raw material of the experiment dashboard. The visitor hash is
+    the daily-salted one the ledger holds; the dashboard shows only aggregates."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    visitor_hash = models.CharField(max_length=64)
+    segment = models.CharField(max_length=100)
+    arm = models.CharField(max_length=100)
+    policy_version = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    outcome = models.CharField(max_length=10, choices=ExposureOutcome.choices)
+    reason = models.CharField(max_length=40, blank=True, help_text="Why nothing was shown.")
+    toasts = models.PositiveSmallIntegerField(default=0, help_text="New toasts on this page view.")
+    intensity = models.PositiveIntegerField(
+        default=0, help_text="The highest consensus number displayed (“20+” is 20; a recent purchase is 1)."
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["site", "started_at"]),
+            models.Index(fields=["site", "visitor_hash"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.segment} / {self.arm}: {self.outcome}"
+
+
+class Conversion(models.Model):
+    """A verified purchase whose order carried a valid visitor token: the visitor (daily-salted
+    hash) who bought. Whether it still counts (not refunded or cancelled) is read from the ledger."""
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="+")
+    order_id = models.CharField(max_length=200)
+    visitor_hash = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["site", "order_id"], name="conversion_per_order")]
+        indexes = [models.Index(fields=["site", "visitor_hash"])]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}"

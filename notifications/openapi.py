@@ -87,6 +87,11 @@ class ServerAccepted(Schema):
     refused_items: list[str] | None = Field(None, description="SKUs not in the catalog (refused).")
     created: int | None = None
     updated: int | None = None
+    attribution: Literal["recorded", "refused"] | None = Field(
+        None,
+        description="Only when a purchase carried `visitor_token`: recorded for the experiment, or "
+        "refused (not a token of this site, or older than 24 h; the purchase still counts).",
+    )
 
 
 class WebhookAccepted(Schema):
@@ -98,12 +103,29 @@ class WebhookAccepted(Schema):
     refused_items: list[str] | None = None
     ignored: bool | None = Field(None, description="A topic Candor does not use: nothing recorded.")
     ping: bool | None = Field(None, description="WooCommerce's `webhook_id=…` ping: nothing recorded.")
+    attribution: Literal["recorded", "refused"] | None = Field(
+        None, description="When the paid order carried a `candor_visitor_token` attribute."
+    )
+
+
+class VisitorTokenRequest(Schema):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=1, description="The site's public key (pk_…).")
+
+
+class VisitorToken(Schema):
+    token: str | None = Field(
+        description="Opaque; pass it with the order as `visitor_token`. null under Global Privacy "
+        "Control (`Sec-GPC: 1`) or for a bot."
+    )
+    expires_in_s: int | None = Field(None, examples=[86400])
 
 
 # --- The document ---------------------------------------------------------------------------
 
 COMPONENTS = {
-    model.__name__: model for model in (BrowserEvent, OrderEvent, OrderItem, CatalogEvent, CatalogItem)
+    model.__name__: model
+    for model in (BrowserEvent, OrderEvent, OrderItem, CatalogEvent, CatalogItem, VisitorTokenRequest)
 }
 
 
@@ -197,6 +219,30 @@ def events(request: HttpRequest):
 @api.api_operation(["OPTIONS", "GET", "PUT", "PATCH", "DELETE"], "/events", include_in_schema=False)
 def events_other(request: HttpRequest):
     return views.events(request)
+
+
+@api.post(
+    "/visitor-token",
+    response=_responses({200: VisitorToken}, 400, 403, 404, 413, 415, 429, 503),
+    summary="A visitor token for experiment attribution (what `Candor.visitorToken()` fetches)",
+    description="Allowed origins only (CORS). A signed, encrypted, 24-hour reference to the shopper's "
+    "daily visitor hash, different on every call: a store can pass it with an order "
+    "(`visitor_token`) but cannot read it or match two of them.",
+    openapi_extra=_merge(
+        {
+            "requestBody": _json_body("VisitorTokenRequest"),
+            "parameters": [_header("Origin", "The page's origin.")],
+        },
+        _retry_after_documented(429, 503),
+    ),
+)
+def visitor_token(request: HttpRequest):
+    return views.visitor_token(request)
+
+
+@api.api_operation(["OPTIONS", "GET", "PUT", "PATCH", "DELETE"], "/visitor-token", include_in_schema=False)
+def visitor_token_other(request: HttpRequest):
+    return views.visitor_token(request)
 
 
 @api.post(

@@ -4,8 +4,18 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Prefetch
 
-from .models import MessageTemplate, PolicyConfig, PolicySnapshot, Product, SegmentConfig, Site, csv_split
+from .models import (
+    MessageTemplate,
+    PolicyConfig,
+    PolicySnapshot,
+    PolicyVariant,
+    Product,
+    SegmentConfig,
+    Site,
+    csv_split,
+)
 from .policy.decision import Policy, Template
 from .policy.segments import Segment, SegmentRule, default_segments
 
@@ -86,6 +96,7 @@ def site_active_by_key(*, key: str) -> Site | None:
 class PolicyCatalog:
     segments: tuple[Segment, ...]
     templates: tuple[tuple[str, Template], ...]  # (locale prefix, template)
+    holdout_pct: float = 0.0  # the site's holdout (SPEC 4)
 
     def templates_for(self, locale: str) -> tuple[Template, ...]:
         return tuple(t for prefix, t in self.templates if locale == prefix or locale.startswith(prefix + "-"))
@@ -138,16 +149,26 @@ def _rule(row: SegmentConfig) -> SegmentRule:
 
 
 def policy_catalog_build(site_id: int) -> PolicyCatalog:
-    rows = list(SegmentConfig.objects.filter(site_id=site_id).select_related("policy"))
+    rows = list(
+        SegmentConfig.objects.filter(site_id=site_id)
+        .select_related("policy")
+        .prefetch_related(Prefetch("variants", queryset=PolicyVariant.objects.select_related("policy")))
+    )
+
+    def variants(row: SegmentConfig) -> tuple:
+        return tuple((policy_from_config(v.policy), v.share_pct) for v in row.variants.all())
+
     if rows:
         segments = [
-            Segment(row.name, _rule(row), policy_from_config(row.policy))
+            Segment(row.name, _rule(row), policy_from_config(row.policy), variants(row))
             for row in rows
             if not row.is_default
         ]
         default = next((row for row in rows if row.is_default), None)
         if default is not None:
-            segments.append(Segment(default.name, SegmentRule(), policy_from_config(default.policy)))
+            segments.append(
+                Segment(default.name, SegmentRule(), policy_from_config(default.policy), variants(default))
+            )
         else:
             segments.append(default_segments(min_count=max(1, settings.CANDOR_MIN_COUNT))[-1])
     else:
@@ -161,7 +182,8 @@ def policy_catalog_build(site_id: int) -> PolicyCatalog:
         )
         for row in MessageTemplate.objects.filter(site_id=site_id)
     )
-    return PolicyCatalog(segments=tuple(segments), templates=templates)
+    holdout_pct = Site.objects.filter(pk=site_id).values_list("holdout_pct", flat=True).first() or 0.0
+    return PolicyCatalog(segments=tuple(segments), templates=templates, holdout_pct=holdout_pct)
 
 
 # Segments and policies change rarely and are read on every page message: a few seconds of

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .models import (
     CategoryKind,
+    Exposure,
     IngestRefusal,
     Notification,
     PolicyConfig,
@@ -233,6 +234,18 @@ def ingest_refusal_count(*, site_id: int | None, endpoint: str, code: str) -> No
                 IngestRefusal.objects.create(**bucket, count=1)
         except IntegrityError:  # made by a concurrent request meanwhile
             IngestRefusal.objects.filter(**bucket).update(count=F("count") + 1)
+
+
+def exposures_record(rows: list[dict]) -> int:
+    """Write ended page views' exposures (SPEC 4) in one statement. Rows of a site or product
+    deleted meanwhile are dropped (their experiment is gone)."""
+    if not rows:
+        return 0
+    wanted = {row["product_id"] for row in rows}
+    products = set(Product.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+    kept = [Exposure(**row) for row in rows if row["product_id"] in products]
+    Exposure.objects.bulk_create(kept, batch_size=1000)
+    return len(kept)
 
 
 def refusal_counts_add(counts: dict[tuple[int, str, str, str], int]) -> None:

@@ -33,7 +33,7 @@ from .policy import Decision, RefusalReason, decide
 from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal
 from .presence import Entry, presence_store
 from .selectors import policy_catalog_get
-from .services import notification_log_record, refusal_counts_add
+from .services import exposures_record, notification_log_record, refusal_counts_add
 
 if TYPE_CHECKING:
     from .consumers import WidgetConsumer
@@ -48,6 +48,12 @@ LEDGER_KINDS = tuple(sorted(LIVE_KINDS - {"viewing_now"}))
 # Policy refusals by (site, kind, reason, policy version), flushed to `RefusalCount` rows on
 # every refresh so the admin shows them (SPEC 3).
 refusals: Counter[tuple] = Counter()
+# Ended page views' exposure rows (SPEC 4), written in batches: on every refresh, when the
+# buffer fills, and when the process's last socket closes. A crash loses at most one refresh's
+# worth (TTL/3), which widens the experiment's intervals a little and biases no arm.
+exposures: list[dict] = []
+EXPOSURES_BATCH = 500
+EXPOSURES_MAX = 100_000
 # A visit, for the per-session frequency cap: cookieless, so "the same visitor hash seen within
 # the last 30 minutes", kept by the process that holds the visitor's sockets.
 SESSION_S = 30 * 60
@@ -99,7 +105,25 @@ class Hub:
             if not members:
                 del self.sockets[product_id]
         if not any(self.sockets.values()):
+            await self.exposures_flush()
             await self._stop()
+
+    def exposure_add(self, row: dict) -> None:
+        exposures.append(row)
+        if len(exposures) >= EXPOSURES_BATCH and self._started:
+            asyncio.get_running_loop().create_task(self.exposures_flush(), context=_hub_context())
+
+    async def exposures_flush(self) -> None:
+        if not exposures:
+            return
+        rows = exposures[:]
+        del exposures[:]
+        try:
+            await database_sync_to_async(exposures_record)(rows)
+        except Exception:  # kept for the next flush; the oldest go first if the database stays down
+            log.exception("could not record %d exposures; keeping them for the next flush", len(rows))
+            exposures[:0] = rows
+            del exposures[: max(0, len(exposures) - EXPOSURES_MAX)]
 
     # --- changes -----------------------------------------------------------------------
     async def changed(self, product_id: int) -> None:
@@ -169,15 +193,19 @@ class Hub:
             by_kind[metric.metric].append(metric)  # narrowest window first
         ledger_decisions: dict[tuple, list] = {}
         templates_by_locale: dict[str, tuple] = {}
-        shared: dict[tuple, Decision | None] = {}  # viewing_now decisions by (version, locale, value)
+        shared: dict[tuple, tuple] = {}  # viewing_now (decision, refusal) by (version, locale, value)
         per_claim: dict[int, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
         outgoing: list[tuple[WidgetConsumer, dict]] = []
         retry_in_s: float | None = None
         for consumer in recipients:
-            policy = consumer.segment_in(catalog).policy
-            if consumer.held_out_under(policy):
-                self._refused(consumer.site_id, "*", RefusalReason.HELD_OUT, policy.version)
+            arm = consumer.arm_in(catalog)
+            exposure = consumer.exposure_in(catalog, now)
+            if arm.policy is None:
+                version = consumer.segment_in(catalog).policy.version
+                self._refused(consumer.site_id, "*", RefusalReason.HELD_OUT, version)
+                exposure.held_out = True
                 continue
+            policy = arm.policy
             ctx = consumer.visitor_context
             templates = templates_by_locale.get(ctx.locale)
             if templates is None:
@@ -208,9 +236,10 @@ class Hub:
                     (kind, self._decide_first(by_kind.get(kind, ()), policy, templates, consumer.site_id))
                     for kind in LEDGER_KINDS
                 ]
-            for kind, decision in (("viewing_now", viewing), *decided):
+            for kind, (decision, reason) in (("viewing_now", viewing), *decided):
                 shown = consumer.shown.get(kind)
                 if decision is None:
+                    exposure.refused(reason)
                     if shown is not None:
                         outgoing.append((consumer, _event(consumer.withdraw_message(kind))))
                     continue
@@ -220,6 +249,7 @@ class Hub:
                     # The toast on screen gets the new value: an update, never capped.
                     if consumer.force_snapshot or shown.text != decision.text:
                         per_claim[claim_key].append((consumer, decision))
+                        exposure.displayed(kind, decision.claim["displayed"], new=False)
                     continue
                 if not consumer.needs(decision):
                     continue  # dismissed on this page, or this page's toast of that kind was used
@@ -227,6 +257,7 @@ class Hub:
                     # Taken down by an outage and true again: the fresh snapshot is the same toast
                     # restored, not a new one, so the frequency caps do not hold it back.
                     per_claim[claim_key].append((consumer, decision))
+                    exposure.displayed(kind, decision.claim["displayed"], new=False)
                     continue
                 session = self.session(consumer.visitor)
                 last = max(filter(None, (session.last_toast_s, consumer.last_toast_s)), default=None)
@@ -242,6 +273,7 @@ class Hub:
                 )
                 if refusal is not None:
                     self._refused(consumer.site_id, kind, refusal, policy.version)
+                    exposure.refused(refusal)
                     if refusal in (RefusalReason.MIN_GAP, RefusalReason.DISMISSED):
                         wait = (
                             policy.min_gap_s if refusal == RefusalReason.MIN_GAP else policy.dismiss_silence_s
@@ -253,6 +285,7 @@ class Hub:
                 session.toasts += 1
                 session.last_toast_s = consumer.last_toast_s = now_s
                 per_claim[claim_key].append((consumer, decision))
+                exposure.displayed(kind, decision.claim["displayed"], new=True)
         for group in per_claim.values():
             lowest = min(group, key=lambda pair: pair[1].true_value)[1]
             notification_id = await database_sync_to_async(notification_log_record)(
@@ -302,17 +335,19 @@ class Hub:
         self._presence_seen[product_id] = (now_s, visitors)
         return visitors
 
-    def _decide_first(self, found, policy, templates, site_id: int) -> Decision | None:
-        """The first of a kind's metrics (narrowest window first) the policy lets through."""
-        reason = None
+    def _decide_first(self, found, policy, templates, site_id: int) -> tuple[Decision | None, str]:
+        """The first of a kind's metrics (narrowest window first) the policy lets through, or
+        None and the reason the last one was refused (NO_EVIDENCE: the ledger had nothing)."""
+        refusal = None
         for metric in found:
             result = decide(metric=metric, policy=policy, templates=templates)
             if isinstance(result, Decision):
-                return result
-            reason = result
-        if reason is not None:
-            self._refused(site_id, reason.kind, reason.reason, reason.policy_version)
-        return None
+                return result, ""
+            refusal = result
+        if refusal is None:
+            return None, RefusalReason.NO_EVIDENCE
+        self._refused(site_id, refusal.kind, refusal.reason, refusal.policy_version)
+        return None, refusal.reason
 
     def _refused(self, site_id: int, kind: str, reason: str, policy_version: str) -> None:
         refusals[(site_id, kind, str(reason), policy_version)] += 1
@@ -455,6 +490,7 @@ class Hub:
                 was_degraded = self._degraded
                 self._tick_ledger_claims()
                 await self._refusals_flush()
+                await self.exposures_flush()
                 await self.refresh_now()
                 if was_degraded and not self._redis_url:
                     await self._recovered()

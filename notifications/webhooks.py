@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .ingest import Unacceptable, order_products
+from .ingest import Unacceptable, conversion_record, order_products
 from .models import Event, EventKind, Product, ServerDelivery, Site
 from .services import ingest_refusal_count
 from .streaming import ledger_changed_on_commit
@@ -55,6 +55,20 @@ class OrderNews:
     # Partial refunds: (refund id, the items it returns; empty = the whole order).
     refunds: list[tuple[str, list[LineItem]]] = field(default_factory=list)
     is_test: bool = False
+    # `Candor.visitorToken()`, passed by the storefront as an order attribute (README, "Experiments").
+    visitor_token: str = ""
+
+
+VISITOR_TOKEN_NAMES = ("candor_visitor_token", "_candor_visitor_token")
+
+
+def _attribute(pairs, *, name_key: str) -> str:
+    """The visitor token among an order's name/value attributes, or ""."""
+    for pair in pairs if isinstance(pairs, list) else ():
+        if isinstance(pair, dict) and pair.get(name_key) in VISITOR_TOKEN_NAMES:
+            value = pair.get("value")
+            return value if isinstance(value, str) and len(value) <= 512 else ""
+    return ""
 
 
 def _id(value) -> str:
@@ -124,6 +138,7 @@ def shopify_news(topic: str, payload: dict) -> OrderNews | None:
         news.state = UNPAID
     news.paid_at = _time(payload.get("processed_at")) or _time(payload.get("created_at"))
     news.items = _line_items(payload.get("line_items"))
+    news.visitor_token = _attribute(payload.get("note_attributes"), name_key="name")
     for refund in payload.get("refunds") or []:
         if isinstance(refund, dict) and refund.get("id") is not None:
             news.refunds.append(
@@ -156,6 +171,7 @@ def woocommerce_news(topic: str, payload: dict) -> OrderNews | None:
         payload.get("date_created_gmt"), naive_is_utc=True
     )
     news.items = _line_items(payload.get("line_items"))
+    news.visitor_token = _attribute(payload.get("meta_data"), name_key="key")
     # WooCommerce's refunds name no line items: any refund withdraws the whole order.
     for refund in payload.get("refunds") or []:
         if isinstance(refund, dict) and refund.get("id") is not None:
@@ -203,6 +219,7 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
         "is_test": news.is_test,
     }
     refused: list[str] = []
+    attribution = None
     if news.state == PAID and before == UNPAID:
         paid_at = news.paid_at or now
         if paid_at > now + dt.timedelta(seconds=60):
@@ -220,6 +237,10 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
                 quantity=item.quantity,
                 occurred_at=paid_at,
                 idempotency_key=f"{platform}:order:{news.order_id}:{index}"[:200],
+            )
+        if news.visitor_token and not news.is_test and len(refused) < len(news.items):
+            attribution = conversion_record(
+                site=site, order_id=news.order_id, token=news.visitor_token, occurred_at=paid_at
             )
     for refund_id, items in news.refunds:
         prefix = f"{platform}:refund:{refund_id}"[:190]
@@ -259,5 +280,7 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
         "test": news.is_test,
         "refused_items": refused,
     }
+    if attribution is not None:
+        response["attribution"] = attribution
     ServerDelivery.objects.create(site=site, idempotency_key=key, body_sha256=digest, response=response)
     return response

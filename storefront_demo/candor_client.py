@@ -54,17 +54,17 @@ def candor_base_url(request) -> str:
     return settings.CANDOR_DEMO_API_BASE or request.build_absolute_uri("/")
 
 
-def purchase_report(*, order: DemoOrder, base_url: str) -> Report:
-    report = candor_send(
-        base_url=base_url,
-        payload={
-            "type": "purchase",
-            "event_id": f"purchase-{order.number}",
-            "order_id": order.number,
-            "occurred_at": order.created_at.isoformat(),
-            "items": [{"product": line.product.sku, "quantity": line.quantity} for line in order.lines.all()],
-        },
-    )
+def purchase_report(*, order: DemoOrder, base_url: str, visitor_token: str = "") -> Report:
+    payload = {
+        "type": "purchase",
+        "event_id": f"purchase-{order.number}",
+        "order_id": order.number,
+        "occurred_at": order.created_at.isoformat(),
+        "items": [{"product": line.product.sku, "quantity": line.quantity} for line in order.lines.all()],
+    }
+    if visitor_token:
+        payload["visitor_token"] = visitor_token
+    report = candor_send(base_url=base_url, payload=payload)
     order.candor_purchase = {"status": report.status, "body": report.body}
     order.save(update_fields=["candor_purchase"])
     return report

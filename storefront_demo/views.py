@@ -84,7 +84,19 @@ def cart(request):
     products = {p.sku: p for p in DemoProduct.objects.filter(sku__in=items)}
     lines = [(products[sku], qty) for sku, qty in items.items() if sku in products]
     total = sum(p.price_cents * qty for p, qty in lines) / 100
-    return _page(request, "storefront_demo/cart.html", {"lines": lines, "total": f"{total:.2f}"})
+    store = DemoStore.objects.first()
+    return _page(
+        request,
+        "storefront_demo/cart.html",
+        {
+            "lines": lines,
+            "total": f"{total:.2f}",
+            # The snippet without a product: no socket here, but the page can ask the widget for
+            # the shopper's visitor token and send it with the order (experiment attribution).
+            "candor_key": store.candor_key if store else "",
+            "widget_src": request.build_absolute_uri(static("candor/widget.js")),
+        },
+    )
 
 
 @require_POST
@@ -99,8 +111,10 @@ def checkout(request):
             if sku in products:
                 DemoOrderLine.objects.create(order=order, product=products[sku], quantity=qty)
     request.session[CART_KEY] = {}
-    # After the shop's own commit, as a store's backend would: one signed request to Candor.
-    purchase_report(order=order, base_url=candor_base_url(request))
+    # After the shop's own commit, as a store's backend would: one signed request to Candor,
+    # with the visitor token the checkout page got from Candor.visitorToken() (if any).
+    token = request.POST.get("visitor_token", "").strip()
+    purchase_report(order=order, base_url=candor_base_url(request), visitor_token=token[:512])
     return redirect("shop-order", number=order.number)
 
 

@@ -61,6 +61,9 @@ class Segment:
     name: str
     rule: SegmentRule
     policy: Policy
+    # Experiment arms (SPEC 4): (policy, share of the segment's visitors in percent). The rest
+    # keep `policy`. Assigned in `experiments.arm_assign`.
+    variants: tuple[tuple[Policy, float], ...] = ()
 
 
 def segment_for(segments: tuple[Segment, ...], context: VisitorContext) -> Segment:

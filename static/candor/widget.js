@@ -267,6 +267,19 @@
       else if (socket) sendPage();
       else connect();
     },
+    // A token for the store's checkout to pass with the order, so the purchase can be credited to
+    // this shopper's experiment arm: a Promise of an opaque string (valid 24 h), or of null under
+    // GPC or without consent. Held nowhere: ask again when needed.
+    visitorToken: function () {
+      if (!allowed() || !window.fetch) return Promise.resolve(null);
+      return fetch(src.origin + "/api/v1/visitor-token", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ key: key })
+      }).then(function (r) { return r.ok ? r.json() : {}; })
+        .then(function (d) { return typeof d.token === "string" ? d.token : null; })
+        .catch(function () { return null; });
+    },
     // Consent mode: Candor.consent() starts the widget, Candor.consent(false) stops it and
     // removes this page from every count. Under Global Privacy Control it does nothing.
     consent: function (granted) {

@@ -6,6 +6,15 @@ widget's socket with the page's Origin and reports the page visible, dwells, som
 cart (the browser event and the shop's own cart form) and sometimes checks out through the demo
 checkout, whose backend reports the purchase to Candor with a signature. Nothing is written to
 any table directly, so every toast the demo shows is true. It prints what it does.
+
+Each time a shopper steps away, another one (a new visitor) takes its place, so a run yields
+many visitor-days for the experiment dashboard. At checkout the shopper does what the cart page's
+script does: asks Candor for its visitor token and sends it with the order.
+
+How a simulated shopper reacts to what it sees is a model, there to exercise the experiment
+dashboard (SPEC 4), not a claim about real people: seeing a toast multiplies its chance to buy
+by 1 + --toast-effect, and seeing a number above --reactance-at multiplies it by
+1 + --reactance-effect instead (negative: reactance).
 """
 
 import asyncio
@@ -39,11 +48,18 @@ class Tally:
 class Shopper:
     def __init__(self, n: int, *, base: str, options: dict, tally: Tally, log) -> None:
         self.n, self.base, self.options, self.tally, self.log = n, base.rstrip("/"), options, tally, log
-        self.user_agent = f"{UA} demo-shopper/{n}"
         self.origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(self.base))
+        self.rng = random.Random(options["seed"] * 1000 + n)  # noqa: S311 (a simulation, not a secret)
+        self.visit = 0
+        self.arrive()
+
+    def arrive(self) -> None:
+        """A new shopper at this place: its own browser (User-Agent), cookies and impressions."""
+        self.visit += 1
+        self.user_agent = f"{UA} demo-shopper/{self.n}.{self.visit}"
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-        self.rng = random.Random(options["seed"] * 1000 + n)  # noqa: S311 (a simulation, not a secret)
+        self.seen_max = -1  # the highest number seen on a toast this visit; -1: no toast yet
 
     # --- HTTP, as a browser would send it ---------------------------------------------------
     def _http(self, path: str, *, data: dict | None = None, json_body: dict | None = None) -> tuple[int, str]:
@@ -75,6 +91,7 @@ class Shopper:
             await self.view(sku, deadline)
             if self.rng.random() < self.options["leave"]:
                 await asyncio.sleep(self.rng.uniform(*self.options["dwell"]))  # away for a while
+                self.arrive()  # and someone else comes in
             else:
                 await asyncio.sleep(self.rng.uniform(0.5, 2.0))
 
@@ -107,14 +124,16 @@ class Shopper:
                     except TimeoutError:
                         break
                     message = json.loads(raw)
+                    if message.get("type") in ("notification", "update"):
+                        self.seen_max = max(self.seen_max, self.intensity(message))
                     if message.get("type") == "notification":
                         self.tally.toasts += 1
                         self.tally.texts[message["text"]] = self.tally.texts.get(message["text"], 0) + 1
                         self.say(f"sees “{message['text']}” on {sku}")
                 if self.rng.random() < self.options["cart"] and token is not None:
                     carted = await self.add_to_cart(sku, key.group(1), token.group(1))
-                if carted and self.rng.random() < self.options["buy"]:
-                    await self.checkout(token.group(1))
+                if carted and self.rng.random() < self.buy_chance():
+                    await self.checkout(token.group(1), key.group(1))
         except (OSError, websockets.exceptions.WebSocketException) as exc:
             self.tally.errors += 1
             self.say(f"socket to {sku} failed: {exc}")
@@ -132,8 +151,30 @@ class Shopper:
         self.say(f"adds {sku} to the cart")
         return True
 
-    async def checkout(self, token: str) -> None:
-        status, html = await self.http("/checkout/", data={"csrfmiddlewaretoken": token})
+    @staticmethod
+    def intensity(message: dict) -> int:
+        claim = message.get("claim") or {}
+        if claim.get("metric") == "recent_purchase":
+            return 1
+        digits = str(claim.get("displayed", "")).rstrip("+")
+        return int(digits) if digits.isdigit() else 0
+
+    def buy_chance(self) -> float:
+        """The simulation's model of a shopper's reaction (see the module docstring)."""
+        chance = self.options["buy"]
+        if self.seen_max > self.options["reactance_at"]:
+            chance *= 1 + self.options["reactance_effect"]
+        elif self.seen_max >= 0:
+            chance *= 1 + self.options["toast_effect"]
+        return min(1.0, max(0.0, chance))
+
+    async def checkout(self, token: str, key: str) -> None:
+        # What the cart page's script does: Candor.visitorToken(), sent along with the order.
+        form = {"csrfmiddlewaretoken": token}
+        status, body = await self.http("/api/v1/visitor-token", json_body={"key": key})
+        if status == 200 and isinstance(json.loads(body).get("token"), str):
+            form["visitor_token"] = json.loads(body)["token"]
+        status, html = await self.http("/checkout/", data=form)
         number = re.search(r"<h1>Order ([A-Z0-9-]+)</h1>", html)
         if status != 200 or number is None:
             self.tally.errors += 1
@@ -154,6 +195,11 @@ class Command(BaseCommand):
         parser.add_argument("--cart-rate", type=float, default=0.25, help="chance a page view adds to cart")
         parser.add_argument("--buy-rate", type=float, default=0.4, help="chance an add to cart is bought")
         parser.add_argument("--leave-rate", type=float, default=0.15, help="chance a shopper steps away")
+        parser.add_argument("--toast-effect", type=float, default=0.3, help="buy chance change after a toast")
+        parser.add_argument("--reactance-at", type=int, default=15, help="numbers above this backfire")
+        parser.add_argument(
+            "--reactance-effect", type=float, default=-0.4, help="buy chance change after a number above it"
+        )
         parser.add_argument("--seed", type=int, default=1)
 
     def handle(self, *args, **options):
@@ -170,6 +216,9 @@ class Command(BaseCommand):
             "buy": options["buy_rate"],
             "leave": options["leave_rate"],
             "seed": options["seed"],
+            "toast_effect": options["toast_effect"],
+            "reactance_at": options["reactance_at"],
+            "reactance_effect": options["reactance_effect"],
         }
         tally = Tally()
         started = time.monotonic()

@@ -1,0 +1,91 @@
+"""Server-side SVG charts for the experiment dashboard: no script, no CDN, nothing a strict CSP or
+an offline admin would block. One chart shape: a rate per category with its 95% interval."""
+
+from dataclasses import dataclass
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH, HEIGHT = 600, 280
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 36, 58
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    label: str
+    value: float | None  # a proportion in [0, 1]; None: no visitors
+    low: float | None
+    high: float | None
+    visitors: int
+
+
+def _nice_top(value: float) -> float:
+    """A round upper bound for the axis: 1%, 2%, 5%, 10%, 20%, 50% or 100%."""
+    for top in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0):
+        if value <= top:
+            return top
+    return 1.0
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.1f}%" if value < 0.1 else f"{value * 100:.0f}%"
+
+
+def interval_chart(points: list[ChartPoint], *, title: str, x_title: str) -> SafeString:
+    """Dots at each category's conversion rate, whiskers over its 95% interval, `n` underneath."""
+    highs = [p.high for p in points if p.high is not None]
+    top = _nice_top(max(highs, default=0.01) * 1.05)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def y(value: float) -> float:
+        return TOP + plot_h * (1 - min(value, top) / top)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
+        f'height="{HEIGHT}" role="img" aria-labelledby="t d" class="candor-chart" '
+        'font-family="system-ui, sans-serif" font-size="12">',
+        f'<title id="t">{escape(title)}</title>',
+        '<desc id="d">'
+        + escape(
+            "; ".join(
+                f"{p.label}: {_pct(p.value)} (95% {_pct(p.low)}–{_pct(p.high)}, n={p.visitors})"
+                if p.value is not None and p.low is not None and p.high is not None
+                else f"{p.label}: no visitors"
+                for p in points
+            )
+        )
+        + "</desc>",
+        f'<text x="{LEFT}" y="18" font-weight="600">{escape(title)}</text>',
+    ]
+    for step in range(5):
+        value = top * step / 4
+        yy = y(value)
+        parts.append(
+            f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#e3e6ea"/>'
+            f'<text x="{LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end" fill="#4f5a66">{_pct(value)}</text>'
+        )
+    slot = plot_w / max(1, len(points))
+    for index, point in enumerate(points):
+        x = LEFT + slot * (index + 0.5)
+        if point.value is not None and point.low is not None and point.high is not None:
+            y_low, y_high, y_value = y(point.low), y(point.high), y(point.value)
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y_low:.1f}" y2="{y_high:.1f}" stroke="#2f5d50" '
+                'stroke-width="2"/>'
+                f'<path d="M{x - 6:.1f} {y_low:.1f}h12M{x - 6:.1f} {y_high:.1f}h12" stroke="#2f5d50"/>'
+                f'<circle cx="{x:.1f}" cy="{y_value:.1f}" r="4.5" fill="#2f5d50"/>'
+                f'<text x="{x + 9:.1f}" y="{y_value - 6:.1f}" fill="#1d232b">{_pct(point.value)}</text>'
+            )
+        label = point.label if len(point.label) <= 22 else point.label[:21] + "…"
+        parts.append(
+            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 18}" text-anchor="middle">{escape(label)}</text>'
+            f'<text x="{x:.1f}" y="{HEIGHT - BOTTOM + 34}" text-anchor="middle" fill="#4f5a66">'
+            f"n={point.visitors:,}</text>"
+        )
+    parts.append(
+        f'<text x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" fill="#4f5a66">'
+        f"{escape(x_title)}</text>"
+        f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}" stroke="#8a949e"/>'
+        "</svg>"
+    )
+    return mark_safe("".join(parts))  # noqa: S308 (every text above went through escape())
