@@ -3,6 +3,7 @@ superusers included: no admin form can create, alter or remove activity (SPEC 2.
 
 import datetime as dt
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
@@ -72,8 +73,42 @@ class ProductInline(admin.TabularInline):
     fields = ("sku", "name", "category", "category_kind", "url")
 
 
+class SiteForm(forms.ModelForm):
+    """The experiment settings may be left out of a posted form: they then keep their value."""
+
+    class Meta:
+        model = Site
+        fields = (
+            "name",
+            "allowed_origins",
+            "shopify_secret",
+            "woocommerce_secret",
+            "is_demo",
+            "is_active",
+            "holdout_pct",
+            "attribution_window_h",
+        )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SiteAdmin.EXPERIMENT_FIELDS:
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def _kept(self, name: str):
+        value = self.cleaned_data.get(name)
+        return getattr(self.instance, name) if value is None else value
+
+    def clean_holdout_pct(self):
+        return self._kept("holdout_pct")
+
+    def clean_attribution_window_h(self):
+        return self._kept("attribution_window_h")
+
+
 @admin.register(Site)
 class SiteAdmin(admin.ModelAdmin):
+    form = SiteForm
     list_display = ("name", "public_key", "origin_list", "active_secrets", "is_demo", "is_active")
     search_fields = ("name", "public_key")
     readonly_fields = ("public_key", "created_at")
@@ -92,6 +127,12 @@ class SiteAdmin(admin.ModelAdmin):
     inlines = (SiteSecretInline, ProductInline)
     actions = ("rotate_secret", "retire_old_secrets")
     change_form_template = "admin/notifications/site/change_form.html"
+    EXPERIMENT_FIELDS = ("holdout_pct", "attribution_window_h")
+
+    def get_fields(self, request, obj=None):
+        # A new site starts with no experiment (the defaults); its page then offers one.
+        fields = super().get_fields(request, obj)
+        return fields if obj is not None else [f for f in fields if f not in self.EXPERIMENT_FIELDS]
 
     def get_urls(self):
         view = self.admin_site.admin_view

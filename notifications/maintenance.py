@@ -8,7 +8,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from .identity import salt_cache_drop_before, salt_for_day
-from .models import DailySalt, Event, HourlyRollup, IngestRefusal, ServerDelivery
+from .models import Conversion, DailySalt, Event, Exposure, HourlyRollup, IngestRefusal, ServerDelivery
 
 
 def salts_rotate(*, now: dt.datetime | None = None) -> int:
@@ -73,7 +73,8 @@ def rollups_build(*, hours: int = 3, now: dt.datetime | None = None) -> int:
 
 
 def retention_purge(*, now: dt.datetime | None = None, batch: int = 5000) -> int:
-    """Delete ledger rows, deliveries and refusal counts older than CANDOR_RETENTION_DAYS.
+    """Delete ledger rows, deliveries, refusal counts, exposures and conversions older than
+    CANDOR_RETENTION_DAYS.
 
     The one path that removes ledger rows (model `delete()` refuses); in batches so no long lock
     is held. Hourly rollups and the notification log (aggregates, no visitor data) are kept.
@@ -88,6 +89,9 @@ def retention_purge(*, now: dt.datetime | None = None, batch: int = 5000) -> int
         count, _ = Event.objects.filter(id__in=ids).delete()
         deleted += count
     ServerDelivery.objects.filter(received_at__lt=cutoff).delete()
+    # The experiment's raw rows (visitor hashes) go with the ledger's.
+    Exposure.objects.filter(started_at__lt=cutoff).delete()
+    Conversion.objects.filter(occurred_at__lt=cutoff).delete()
     IngestRefusal.objects.filter(day__lt=cutoff.date()).delete()
     return deleted
 

@@ -313,3 +313,62 @@ def test_assignment_in_the_socket_matches_the_pure_function():
     visitor = _hash(3)
     assert arm_assign(visitor=visitor, segment=segment, site_holdout_pct=100).held_out
     assert arm_assign(visitor=visitor, segment=segment, site_holdout_pct=0).name == "p"
+
+
+def _site_form(site, **over):
+    data = {
+        "name": site.name,
+        "allowed_origins": site.allowed_origins,
+        "is_active": "on",
+        "secrets-TOTAL_FORMS": "0",
+        "secrets-INITIAL_FORMS": "0",
+        "products-TOTAL_FORMS": "0",
+        "products-INITIAL_FORMS": "0",
+    }
+    data.update(over)
+    return data
+
+
+def test_the_site_page_sets_the_holdout_and_checks_it(admin_client, product):
+    site = product.site
+    url = reverse("admin:notifications_site_change", args=[site.pk])
+    admin_client.post(url, _site_form(site, holdout_pct="15", attribution_window_h="12"))
+    site.refresh_from_db()
+    assert (site.holdout_pct, site.attribution_window_h) == (15, 12)
+    admin_client.post(url, _site_form(site))  # a form without them keeps them
+    site.refresh_from_db()
+    assert (site.holdout_pct, site.attribution_window_h) == (15, 12)
+    for field, value in (("holdout_pct", "150"), ("attribution_window_h", "48")):
+        response = admin_client.post(url, _site_form(site, **{field: value}))
+        assert response.status_code == 200 and field in response.context["adminform"].form.errors
+    site.refresh_from_db()
+    assert (site.holdout_pct, site.attribution_window_h) == (15, 12)
+
+
+def test_variants_of_a_segment_may_not_share_more_than_all_of_it(admin_client, product):
+    site = product.site
+    base = site_policy_set(site)
+    other = policy_save(policy=PolicyConfig(site=site, name="cap 50", cap_viewing_now=50))
+    third = policy_save(policy=PolicyConfig(site=site, name="cap 99", cap_viewing_now=99))
+    segment = base.segments.get()
+    url = reverse("admin:notifications_segmentconfig_change", args=[segment.pk])
+    form = {
+        "site": site.pk,
+        "name": segment.name,
+        "order": segment.order,
+        "is_default": "on",
+        "policy": base.pk,
+        "returning": "",
+        "variants-TOTAL_FORMS": "2",
+        "variants-INITIAL_FORMS": "0",
+        "variants-0-policy": other.pk,
+        "variants-0-share_pct": "60",
+        "variants-1-policy": third.pk,
+        "variants-1-share_pct": "60",
+    }
+    response = admin_client.post(url, form)
+    assert response.status_code == 200 and not PolicyVariant.objects.exists()
+    form["variants-1-share_pct"] = "40"
+    response = admin_client.post(url, form)
+    assert response.status_code == 302, response.context["errors"]
+    assert sorted(PolicyVariant.objects.values_list("share_pct", flat=True)) == [40, 60]

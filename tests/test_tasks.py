@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from config.celery import app
 from notifications import audit, maintenance, metrics
-from notifications.models import AuditAlarm, Event, HourlyRollup, Notification
+from notifications.models import AuditAlarm, Conversion, Event, Exposure, HourlyRollup, Notification
 from notifications.policy import decide, policy_default
 from notifications.presence import KEY_PREFIX
 from notifications.services import notification_log_record
@@ -75,6 +75,27 @@ def test_retention_purge_removes_only_what_is_past_retention(product, settings):
     assert maintenance.retention_purge(now=now) == 0
     assert list(Event.objects.values_list("id", flat=True)) == [kept.pk]
     assert not Event.objects.filter(pk=old.pk).exists()
+
+
+def test_retention_purge_takes_the_experiment_rows_with_the_ledger(product, settings):
+    settings.CANDOR_RETENTION_DAYS = 90
+    now = timezone.now()
+    for days, order in ((91, "old"), (89, "kept")):
+        at = now - dt.timedelta(days=days)
+        Conversion.objects.create(site=product.site, order_id=order, visitor_hash="a" * 32, occurred_at=at)
+        Exposure.objects.create(
+            site=product.site,
+            product=product,
+            visitor_hash="a" * 32,
+            segment="S",
+            arm=order,
+            started_at=at,
+            ended_at=at,
+            outcome="held_out",
+        )
+    maintenance.retention_purge(now=now)
+    assert list(Conversion.objects.values_list("order_id", flat=True)) == ["kept"]
+    assert list(Exposure.objects.values_list("arm", flat=True)) == ["kept"]
 
 
 def test_presence_sweep_drops_ghosts_no_process_holds(redis_url, settings):

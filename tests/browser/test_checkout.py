@@ -3,6 +3,8 @@ order to Candor with a signed request; another shopper on that product sees it."
 
 import pytest
 
+from notifications.models import Conversion
+
 from tests.browser.conftest import UTILITARIAN, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -22,6 +24,11 @@ def test_a_checkout_in_one_browser_shows_bought_just_now_in_another(shop, shoppe
     buyer.page.get_by_role("button", name="Add to cart").click()
     buyer.page.wait_for_url(f"{shop.url}/cart/")
     assert f"POST {shop.url}/api/v1/events" in buyer.requests  # Candor.addToCart from shop.js
+    # The cart page asked the widget for the shopper's visitor token (shop.js) to send with the order.
+    buyer.wait_until(
+        lambda: buyer.page.locator("input[data-candor-visitor-token]").input_value(), what="the visitor token"
+    )
+    assert f"POST {shop.url}/api/v1/visitor-token" in buyer.requests
     buyer.page.get_by_role("button", name="Place order").click()
     buyer.page.wait_for_url(f"{shop.url}/orders/**")
     expect(buyer.page.locator(".note").first).to_contain_text("Reported to Candor: purchase 20")
@@ -30,5 +37,7 @@ def test_a_checkout_in_one_browser_shows_bought_just_now_in_another(shop, shoppe
     (sent,) = viewer.notifications()
     assert sent["kind"] == "recent_purchase" and sent["text"] == JUST_NOW
     assert sent["claim"] == {"metric": "recent_purchase", "window_s": 3600, "displayed": "0"}
+    # The order carried the token: the purchase is this shopper's conversion (SPEC 4).
+    assert Conversion.objects.count() == 1
     viewer.assert_clean()
     buyer.assert_clean()

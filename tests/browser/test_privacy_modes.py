@@ -66,6 +66,10 @@ def test_global_privacy_control_means_not_counted_and_nothing_sent(shop, shopper
     for shopper in counted:
         expect(shopper.toast.locator("span").first).to_have_text("3 other people are viewing this")
     assert private.toast.count() == 0 and private.sockets == [] and _events_sent(private) == []
+    # No visitor token either: a GPC shopper is in no experiment; a counted one gets one.
+    assert private.page.evaluate("Candor.visitorToken()") is None
+    assert _events_sent(private) == []
+    assert isinstance(counted[0].page.evaluate("Candor.visitorToken()"), str)
     for shopper in (*counted, private, late):
         shopper.assert_clean()
 

@@ -16,7 +16,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from notifications.selectors import site_by_key
+from notifications.models import PolicyConfig, PolicyVariant, SegmentConfig
+from notifications.selectors import policy_catalogs_forget, site_by_key
+from notifications.services import policy_save
 from storefront_demo.models import DemoProduct, DemoStore
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog.json"
@@ -36,6 +38,13 @@ class Command(BaseCommand):
             "--admin-password",
             default="",
             help="Also create or update the superuser 'admin' with this password.",
+        )
+        parser.add_argument(
+            "--experiment",
+            action="store_true",
+            help="Configure an experiment on the demo site, as a store owner would in the admin: a 20%% "
+            "holdout, and one segment whose policy caps numbers at 10 with a 50%% variant capping them at "
+            "50. Off by default: a first look at the demo should show toasts to everyone.",
         )
 
     @transaction.atomic
@@ -68,6 +77,9 @@ class Command(BaseCommand):
             fh.flush()
             result = _candor("products", "--key", store.candor_key, fh.name)
 
+        if options["experiment"]:
+            self._experiment(site_by_key(key=store.candor_key))
+
         if options["admin_password"]:
             user, _ = get_user_model().objects.get_or_create(
                 username="admin", defaults={"is_staff": True, "is_superuser": True}
@@ -81,3 +93,24 @@ class Command(BaseCommand):
             f"{len(items)} products ({result['created']} new), "
             f"origins {', '.join(settings.CANDOR_DEMO_ORIGINS)}"
         )
+
+    def _experiment(self, site) -> None:
+        """Configuration only (SPEC 2.5): what the experiment measures comes from shoppers."""
+        caps = {"cap_viewing_now": 10, "cap_purchases_in_window": 10, "cap_add_to_cart_in_window": 10}
+        base = _policy(site, "cap 10", caps)
+        wide = _policy(site, "cap 50", {name: 50 for name in caps})
+        segment, _ = SegmentConfig.objects.update_or_create(
+            site=site, name="Everyone", defaults={"is_default": True, "policy": base}
+        )
+        PolicyVariant.objects.update_or_create(segment=segment, policy=wide, defaults={"share_pct": 50})
+        site.holdout_pct = 20
+        site.save(update_fields=["holdout_pct"])
+        policy_catalogs_forget()
+        self.stdout.write("Experiment: 20% holdout; segment Everyone: cap 10, and cap 50 for half the rest.")
+
+
+def _policy(site, name: str, fields: dict) -> PolicyConfig:
+    policy = PolicyConfig.objects.filter(site=site, name=name).first() or PolicyConfig(site=site, name=name)
+    for field, value in fields.items():
+        setattr(policy, field, value)
+    return policy_save(policy=policy)
