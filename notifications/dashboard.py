@@ -14,23 +14,30 @@ from .models import Site
 PERIODS_DAYS = (1, 7, 14, 28, 90)
 
 
-def pct(value: float | None, *, signed: bool = False, digits: int = 1) -> str:
+MINUS = "\u2212"
+
+
+def pct(value: float | None, *, signed: bool = False, unit: str = "%") -> str:
+    """One decimal everywhere; a real minus sign; `unit` " pts" for differences of rates."""
     if value is None:
         return "—"
-    return f"{value * 100:+.{digits}f}%" if signed else f"{value * 100:.{digits}f}%"
+    text = f"{value * 100:+.1f}" if signed else f"{value * 100:.1f}"
+    return text.replace("-", MINUS) + unit
 
 
-def interval_text(interval: Interval | None, *, signed: bool = False) -> str:
+def interval_text(interval: Interval | None, *, signed: bool = False, unit: str = "%") -> str:
     if interval is None:
         return "—"
-    return f"{pct(interval.low, signed=signed)} to {pct(interval.high, signed=signed)}"
+    return (
+        f"{pct(interval.low, signed=signed, unit='')} to {pct(interval.high, signed=signed, unit='')}{unit}"
+    )
 
 
 def comparison_row(comparison: Comparison) -> dict:
     return {
         "control": comparison.control,
-        "absolute": pct(comparison.absolute, signed=True, digits=2).replace("%", " pts"),
-        "absolute_interval": interval_text(comparison.absolute_interval, signed=True).replace("%", " pts"),
+        "absolute": pct(comparison.absolute, signed=True, unit=" pts"),
+        "absolute_interval": interval_text(comparison.absolute_interval, signed=True, unit=" pts"),
         "relative": pct(comparison.relative, signed=True),
         "relative_interval": interval_text(comparison.relative_interval, signed=True),
         "needed": "—" if comparison.needed_total is None else f"{comparison.needed_total:,}",
@@ -66,10 +73,10 @@ def headline(results: Results) -> dict | None:
         return None
     return {
         "shown": results.overall_shown,
-        "shown_rate": pct(results.overall_shown.rate, digits=2),
+        "shown_rate": pct(results.overall_shown.rate),
         "shown_interval": interval_text(results.overall_shown.interval),
         "holdout": results.overall_holdout,
-        "holdout_rate": pct(results.overall_holdout.rate, digits=2),
+        "holdout_rate": pct(results.overall_holdout.rate),
         "holdout_interval": interval_text(results.overall_holdout.interval),
         "comparison": comparison_row(results.overall) if results.overall else None,
         "mixed": results.mixed_visitors,
@@ -84,7 +91,7 @@ def dashboard_context(
         site=site, since=until - dt.timedelta(days=days), until=until, minimum_lift_pct=minimum_lift_pct
     )
     segments = []
-    for segment in results.segments():
+    for number, segment in enumerate(results.segments()):
         arms = [a for a in results.arms if a.segment == segment]
         curve = [c for c in results.curve if c.segment == segment]
         segments.append(
@@ -96,9 +103,9 @@ def dashboard_context(
                         "is_holdout": arm.arm == HOLDOUT,
                         "visitors": arm.counts.visitors,
                         "conversions": arm.counts.conversions,
-                        "rate": pct(arm.counts.rate, digits=2),
+                        "rate": pct(arm.counts.rate),
                         "interval": interval_text(arm.counts.interval),
-                        "shown_share": pct(arm.shown_share, digits=0),
+                        "shown_share": pct(arm.shown_share),
                         "comparisons": [comparison_row(c) for c in arm.comparisons],
                     }
                     for arm in arms
@@ -106,12 +113,13 @@ def dashboard_context(
                 "arms_chart": interval_chart(
                     [_point(arm.arm, arm.counts) for arm in arms],
                     title=f"{segment}: conversion by arm (95% intervals)",
-                    x_title="arm",
+                    chart_id=f"arms-{number}",
                 ),
                 "curve_chart": interval_chart(
                     [_point(point.label, point.counts) for point in curve],
                     title=f"{segment}: conversion by the highest number shown",
                     x_title="highest number a visitor was shown (0 = nothing shown)",
+                    chart_id=f"curve-{number}",
                 ),
             }
         )
@@ -127,10 +135,12 @@ def dashboard_context(
 
 
 CSV_COLUMNS = (
+    "since",
+    "until",
     "table",
     "segment",
     "group",
-    "visitors",
+    "visitor_days",
     "conversions",
     "rate",
     "rate_low",
@@ -142,7 +152,7 @@ CSV_COLUMNS = (
     "relative_lift",
     "relative_lift_low",
     "relative_lift_high",
-    "visitors_still_needed",
+    "visitor_days_still_needed",
 )
 
 
@@ -151,8 +161,11 @@ def _number(value: float | None) -> str:
 
 
 def results_csv(results: Results) -> str:
-    """Every arm, comparison and curve point as CSV: aggregates only, one row each."""
+    """Every arm, comparison and curve point as CSV: aggregates only, one row each. UTF-8 with a
+    byte-order mark, so spreadsheet programs read the labels' dashes and quotes right."""
     out = io.StringIO()
+    out.write("\ufeff")
+    period = [results.since.isoformat(timespec="seconds"), results.until.isoformat(timespec="seconds")]
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
 
@@ -181,16 +194,39 @@ def results_csv(results: Results) -> str:
         ]
 
     writer.writerow(
-        ["site", "", "shown", *counts_cells(results.overall_shown), *comparison_cells(results.overall)]
+        [
+            *period,
+            "site",
+            "",
+            "shown notifications",
+            *counts_cells(results.overall_shown),
+            *comparison_cells(results.overall),
+        ]
     )
-    writer.writerow(["site", "", HOLDOUT, *counts_cells(results.overall_holdout), *comparison_cells(None)])
+    writer.writerow(
+        [*period, "site", "", HOLDOUT, *counts_cells(results.overall_holdout), *comparison_cells(None)]
+    )
     for arm in results.arms:
         for comparison in arm.comparisons or [None]:
             writer.writerow(
-                ["arm", arm.segment, arm.arm, *counts_cells(arm.counts), *comparison_cells(comparison)]
+                [
+                    *period,
+                    "arm",
+                    arm.segment,
+                    arm.arm,
+                    *counts_cells(arm.counts),
+                    *comparison_cells(comparison),
+                ]
             )
     for point in results.curve:
         writer.writerow(
-            ["curve", point.segment, point.label, *counts_cells(point.counts), *comparison_cells(None)]
+            [
+                *period,
+                "curve",
+                point.segment,
+                point.label,
+                *counts_cells(point.counts),
+                *comparison_cells(None),
+            ]
         )
     return out.getvalue()

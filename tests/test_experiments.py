@@ -293,10 +293,20 @@ def test_the_dashboard_shows_arms_lifts_intervals_and_the_curve(admin_client, pr
     csv = admin_client.get(
         reverse("admin:candor_experiment_csv", args=[site.pk]) + "?days=7"
     ).content.decode()
-    lines = csv.strip().splitlines()
-    assert lines[0].startswith("table,segment,group,visitors,conversions,rate")
-    assert any(line.startswith("arm,Everyone,moderate,160,") for line in lines)
-    assert any(line.startswith("curve,Everyone,0,40,") for line in lines)
+    assert csv.startswith("\ufeff")  # so spreadsheets read it as UTF-8
+    rows = [line.split(",") for line in csv.lstrip("\ufeff").strip().splitlines()]
+    assert rows[0][:8] == [
+        "since",
+        "until",
+        "table",
+        "segment",
+        "group",
+        "visitor_days",
+        "conversions",
+        "rate",
+    ]
+    assert any(row[2:6] == ["arm", "Everyone", "moderate", "160"] for row in rows), rows
+    assert any(row[2:6] == ["curve", "Everyone", "0", "40"] for row in rows)
     assert not any(_hash(n) in csv for n in range(200))
     change = admin_client.get(reverse("admin:notifications_site_change", args=[site.pk])).content.decode()
     assert "Open the experiment dashboard" in change and "Holdout:" in change

@@ -4,7 +4,6 @@ order to Candor with a signed request; another shopper on that product sees it."
 import pytest
 
 from notifications.models import Conversion
-
 from tests.browser.conftest import UTILITARIAN, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
