@@ -187,7 +187,7 @@ def test_with_an_experiment_configured_the_dashboard_shows_arms_lifts_and_the_cu
         "reactance curve",
     ):
         assert text in html, text
-    assert re.search(r"[+-]\d+\.\d+ pts \([+-]?\d+\.\d+ pts to [+-]?\d+\.\d+ pts\)", html), (
+    assert re.search(r"[+−]\d+\.\d+ pts \([+−]?\d+\.\d+ to [+−]?\d+\.\d+ pts\)", html), (
         "a lift with its interval"
     )
     assert html.count('class="candor-chart"') == 2
