@@ -178,9 +178,22 @@ class _Candidate:
         self.group_label = ""
 
     def but(self, **changes) -> "_Candidate":
+        # Spelled out: a loop of getattr/setattr over the slots was a quarter of a decision.
         copy = _Candidate.__new__(_Candidate)
-        for name in self.__slots__:
-            setattr(copy, name, changes.get(name, getattr(self, name)))
+        copy.metric, copy.policy, copy.context, copy.templates = (
+            self.metric,
+            self.policy,
+            self.context,
+            self.templates,
+        )
+        copy.true_value, copy.displayed_value, copy.displayed = (
+            self.true_value,
+            self.displayed_value,
+            self.displayed,
+        )
+        copy.group, copy.group_label = self.group, self.group_label
+        for name, value in changes.items():
+            setattr(copy, name, value)
         return copy
 
 
@@ -334,9 +347,9 @@ _BUILTIN = {
 }
 
 
-def _builtin(kind: str, group: str, value: int) -> str | None:
+def _builtin(kind: str, group: str, value: int, language: str | None) -> str | None:
     # A purchase is someone's, whatever the reference group: its wording names no group.
-    return _builtin_in(get_language(), kind, "everyone" if kind == "recent_purchase" else group, value)
+    return _builtin_in(language, kind, "everyone" if kind == "recent_purchase" else group, value)
 
 
 @lru_cache(maxsize=8192)
@@ -346,7 +359,7 @@ def _builtin_in(language: str | None, kind: str, group: str, value: int) -> str 
     return template(value) if template else None
 
 
-def _template_text(c: _Candidate) -> str | None:
+def _template_text(c: _Candidate, language: str | None) -> str | None:
     """The store's template for (kind, group) at the highest tier the policy allows, else the
     shipped one."""
     kind = c.metric.metric
@@ -359,18 +372,19 @@ def _template_text(c: _Candidate) -> str | None:
                 chosen = template
     if chosen is not None:
         return chosen.singular if c.displayed_value == 1 or not chosen.plural else chosen.plural
-    return _builtin(kind, c.group, c.displayed_value)
+    return _builtin(kind, c.group, c.displayed_value, language)
 
 
 def _render(c: _Candidate) -> str | None:
-    pattern = _template_text(c)
+    language = get_language()  # once per decision: it is a thread-local lookup, not free
+    pattern = _template_text(c, language)
     if pattern is None:
         return None
     # Numbers and labels enter text only through placeholders, already capped (SPEC 3).
     return pattern.format(
         count=c.displayed,
         minutes=c.displayed,
-        window=window_words(c.metric.window_s),
+        window=_window_words_in(language, c.metric.window_s),
         group=c.group_label,
         product="",
         share="",
