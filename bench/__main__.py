@@ -16,6 +16,9 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from result import results_parse  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -37,15 +40,37 @@ def _versions() -> str:
     return ", ".join(found)
 
 
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}×" if value < 0.1 else f"{value:.2f}×"
+
+
+def summary_table(rows: list[dict], *, quick: bool) -> str:
+    lines = [
+        "| scenario | figure | ceiling (same run) | ratio | target | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = (
+            "not judged (quick)" if quick or row["passed"] is None else ("met" if row["passed"] else "MISSED")
+        )
+        lines.append(
+            f"| {row['scenario']} | {row['figure']} | {row['ceiling']} | {_ratio(row['ratio'])} "
+            f"| {row['target']} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, no targets enforced (CI)")
     args = parser.parse_args()
     if args.quick:
         runs = [
-            [PY, "bench/policy.py", "--n", "20000"],
+            [PY, "bench/policy.py", "--n", "20000", "--quick"],
             [PY, "bench/fanout.py", "--sockets", "200", "--rounds", "2", "--warmup", "1"]
-            + ["--designs", "raw,candor"],
+            + ["--designs", "raw,candor", "--quick"],
         ]
     else:
         runs = [
@@ -54,19 +79,21 @@ def main() -> int:
             [PY, "bench/fanout.py", "--sockets", "3000", "--rounds", "10"],
         ]
     sections = []
+    rows: list[dict] = []
     missed = []
     for command in runs:
         shown = " ".join(["python", *command[1:]])
         print(f"== {shown}", flush=True)
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)  # noqa: S603
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2400)  # noqa: S603
         output = result.stdout.strip()
         print(output[-4000:])
         if result.returncode != 0:
             print(result.stderr[-4000:], file=sys.stderr)
             return result.returncode
         missed += [line for line in output.splitlines() if "NOT met" in line or ": FAIL" in line]
-        tail = "\n".join(output.splitlines()[-16:])
-        sections.append(f"### `{shown}`\n\n```\n{tail}\n```\n")
+        rows += results_parse(output)
+        detail = "\n".join(line for line in output.splitlines() if not line.startswith("RESULT "))
+        sections.append(f"### `{shown}`\n\n```\n{detail[-6000:]}\n```\n")
     mode = "quick (small sizes, targets not enforced)" if args.quick else "full"
     report = (
         "# Benchmark results\n\n"
@@ -75,8 +102,12 @@ def main() -> int:
         f"- versions: {_versions()}\n"
         f"- command: `python -m bench{' --quick' if args.quick else ''}` ({mode})\n"
         f"- targets missed: {len(missed) if not args.quick else 'not enforced'}\n\n"
-        "Each scenario prints its figure beside a ceiling measured in the same run and the ratio "
-        "(`bench/README.md` explains how each is measured).\n\n" + "\n".join(sections)
+        "Each scenario's figure beside a ceiling measured in the same run, and the ratio "
+        "(`bench/README.md` explains how each is measured; `bench/profiles/` holds the profiles of "
+        "the misses). The detailed output of every command follows the table.\n\n"
+        + summary_table(rows, quick=args.quick)
+        + "\n"
+        + "\n".join(sections)
     )
     # A quick run must not overwrite the last full results.
     target = ROOT / "bench" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")

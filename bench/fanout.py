@@ -45,6 +45,9 @@ from pathlib import Path
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
+sys.path.insert(0, str(SELF.parent))
+from result import result_print  # noqa: E402
+
 PY = sys.executable
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -838,18 +841,26 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         # The fan-out is what happens once the change is accepted (committed and announced on
         # candor:v1:changes) until the last socket has it: that is what the raw ceiling does. The
         # trigger-to-last figure adds the signed request's own handling, which the raw app has not.
+        # Issue 12's targets: 1.25x at 1,000 sockets, 1.3x at 3,000, 1.5x at 10,000.
+        limit = 1.25 if args.sockets <= 1000 else 1.3 if args.sockets <= 3000 else 1.5
         end_to_end = statistics.median(candor.last_ms) / ceiling
-        if candor.from_publish_ms:
-            fan_out = statistics.median(candor.from_publish_ms) / ceiling
-            verdict = "PASS" if fan_out <= 1.5 else "FAIL"
-            print(
-                f"\nTarget, Candor's fan-out (accepted change to last socket) within 1.5x of the raw "
-                f"ceiling: {verdict} at {fan_out:.2f}x; from the signed request's send, ingest "
-                f"included: {end_to_end:.2f}x"
-            )
-        else:
-            verdict = "PASS" if end_to_end <= 1.5 else "FAIL"
-            print(f"\nTarget, Candor within 1.5x of the raw ceiling: {verdict} at {end_to_end:.2f}x")
+        measured = statistics.median(candor.from_publish_ms or candor.last_ms)
+        fan_out = measured / ceiling
+        verdict = "PASS" if fan_out <= limit else "FAIL"
+        print(
+            f"\nTarget, Candor's fan-out (accepted change to last socket) within {limit}x of the raw "
+            f"ceiling: {verdict} at {fan_out:.2f}x; from the signed request's send, ingest "
+            f"included: {end_to_end:.2f}x"
+        )
+        result_print(
+            scenario=f"fan-out {args.sockets:,} sockets",
+            figure=f"{measured:.1f} ms median, accepted change to last socket "
+            f"({statistics.median(candor.last_ms):.1f} ms with ingest)",
+            ceiling=f"{ceiling:.1f} ms raw ASGI broadcast",
+            ratio=fan_out,
+            target=f"≤ {limit}×",
+            passed=None if args.quick else fan_out <= limit,
+        )
 
 
 async def coordinator(args: argparse.Namespace) -> int:
@@ -893,6 +904,7 @@ async def coordinator(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=3000, help="listening sockets per design (N)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: the target is not judged")
     parser.add_argument("--rounds", type=int, default=6, help="measured rounds per design")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated, of {list(DESIGNS)}")
