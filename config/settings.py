@@ -64,10 +64,24 @@ TEMPLATES = [
 
 if DATABASE_URL:
     DATABASES = {"default": env.db_url("DATABASE_URL")}
-    # Persistent connections: the hub's rounds and the ingest endpoints would otherwise open a
-    # PostgreSQL connection per call (≈5 ms each, bench/README.md); checked before reuse.
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if env.bool("DJANGO_DB_POOL", default=True):
+        # A connection pool per process (psycopg-pool, Django 5.1+). Not persistent connections:
+        # under ASGI each request's sync code runs on a thread of its own, so CONN_MAX_AGE > 0
+        # leaves one idle connection per finished request thread and exhausts PostgreSQL's
+        # max_connections within a second of load (bench/ingest.py found it); without either,
+        # every request pays a new connection (≈5 ms of PostgreSQL CPU).
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env.int("DJANGO_DB_POOL_MIN", default=2),
+            "max_size": env.int("DJANGO_DB_POOL_MAX", default=20),
+            "timeout": env.float("DJANGO_DB_POOL_TIMEOUT_S", default=10.0),
+        }
+        # With a pool, Django checks a connection when it is taken (psycopg-pool's check): after
+        # a database restart a pooled connection is dead, and a request would fail on it.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    else:
+        DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=0)
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES = {
         "default": {

@@ -119,14 +119,14 @@ def _manage(env, *args):
     return result.stdout
 
 
-@pytest.fixture(params=["0", "60"], ids=["conn_max_age_0", "conn_max_age_60"])
+@pytest.fixture(params=["0", "1"], ids=["connection_per_request", "connection_pool"])
 def app(request, private_postgres):
     """Migrate the private database, create a site and a product, and serve it with uvicorn; with
-    fresh connections per request and with a persistent one that the outage leaves dead."""
+    a fresh connection per request, and with the pool whose connections the outage leaves dead."""
     pg = private_postgres
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_DEBUG")}
     env.update(
-        DJANGO_CONN_MAX_AGE=request.param,
+        DJANGO_DB_POOL=request.param,
         DATABASE_URL=pg.url(),
         DJANGO_SECRET_KEY="test-only-" + "o" * 40,
         DJANGO_SECURE_SSL_REDIRECT="0",

@@ -153,6 +153,7 @@ def shop(request, redis_url, postgres, transactional_db, tmp_path):
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CANDOR_DEMO_ORIGINS": origin,
         "CANDOR_DEMO_API_BASE": origin,
+        "DJANGO_DB_POOL": "1",  # as in production
     }
     if db.get("PASSWORD"):
         env["PGPASSWORD"] = db["PASSWORD"]
