@@ -171,7 +171,6 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-RATELIMIT_USE_CACHE = "default"
 
 # --- Candor ------------------------------------------------------------------------------
 CANDOR_REDIS_URL = REDIS_URL
@@ -184,7 +183,7 @@ CANDOR_TRUSTED_PROXIES = env.list("CANDOR_TRUSTED_PROXIES", default=[])
 CANDOR_COUNTRY_HEADER = env.str("CANDOR_COUNTRY_HEADER", default="")
 # Minimum true count before any aggregate is shown (SPEC 2.7 and 3).
 CANDOR_MIN_COUNT = env.int("CANDOR_MIN_COUNT", default=3)
-# Browser events: limits per visitor and per client address (django-ratelimit rates), and the
+# Browser events: limits per visitor and per client address (`120/m` style rates), and the
 # interval within which a visitor's repeated view of one product is one view.
 CANDOR_RATE_PER_VISITOR = env.str("CANDOR_RATE_PER_VISITOR", default="120/m")
 CANDOR_RATE_PER_IP = env.str("CANDOR_RATE_PER_IP", default="1200/m")

@@ -8,13 +8,13 @@ import hashlib
 import json
 import re
 
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django_ratelimit.core import get_usage
 
+from .beacon import RawRequest, Refused, browser_event_handle, json_object_parse
 from .identity import (
     VISITOR_TOKEN_TTL_S,
     client_ip_resolve,
@@ -23,14 +23,13 @@ from .identity import (
     visitor_token_make,
 )
 from .ingest import (
-    BROWSER_KINDS,
     Unacceptable,
-    browser_event_record,
+    browser_events_record,
     contains_nul,
-    context_clean,
     server_event_record,
 )
-from .models import EventSource, Product, Site, origin_normalize
+from .limits import Check, checks_apply, rate_parse
+from .models import Site, origin_normalize
 from .selectors import site_active_by_key
 from .services import ingest_refusal_count
 from .signing import BadSignature, signed_site_verify
@@ -39,13 +38,6 @@ from .webhooks import order_news_record, platform_signature_valid, shopify_news,
 MAX_BODY_BYTES = 8 * 1024
 DB_RETRY_AFTER_S = 5
 EVENT_FIELDS = {"key", "type", "product", "context"}
-
-
-class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, retry_after=None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.field, self.retry_after = field, retry_after
 
 
 def _error(
@@ -105,109 +97,50 @@ def _preflight(request: HttpRequest) -> JsonResponse:
 
 def _json_object(request: HttpRequest) -> dict:
     """415, 413, then 400: the checks every browser-facing JSON endpoint runs first."""
-    content_type = request.content_type or ""
-    if content_type.lower() != "application/json":
-        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json.")
-    length = request.META.get("CONTENT_LENGTH") or "0"
-    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        raise Refused(413, "too_large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
-    body = request.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise Refused(413, "too_large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
+    return json_object_parse(
+        content_type=request.content_type or "",
+        content_length=request.META.get("CONTENT_LENGTH"),
+        body=request.read(MAX_BODY_BYTES + 1),
+    )
+
+
+def _count_safely(site_id: int | None, code: str) -> None:
     try:
-        data = json.loads(body)
-    except ValueError:
-        raise Refused(400, "malformed", "The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise Refused(400, "malformed", "The body must be a JSON object.")
-    return data
-
-
-def _parse(request: HttpRequest) -> dict:
-    data = _json_object(request)
-    for name in ("key", "type", "product"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise Refused(400, "malformed", f"'{name}' must be a non-empty string.", field=name)
-        if "\x00" in data[name]:
-            raise Refused(400, "malformed", f"'{name}' may not contain NUL characters.", field=name)
-    if "context" in data and not isinstance(data["context"], dict):
-        raise Refused(400, "malformed", "'context' must be an object.", field="context")
-    unknown = sorted(set(data) - EVENT_FIELDS)
-    if unknown:
-        raise Refused(400, "malformed", f"Unknown field '{unknown[0]}'.", field=unknown[0])
-    return data
-
-
-def _rate_limit(request: HttpRequest, *, visitor: str, ip: str) -> None:
-    for group, value, rate in (
-        ("events-visitor", visitor, settings.CANDOR_RATE_PER_VISITOR),
-        ("events-ip", ip, settings.CANDOR_RATE_PER_IP),
-    ):
-        usage = get_usage(request, group=group, key=lambda _g, _r, v=value: v, rate=rate, increment=True)
-        if usage and usage["should_limit"]:
-            raise Refused(429, "rate_limited", "Too many events; slow down.", retry_after=usage["time_left"])
+        ingest_refusal_count(site_id=site_id, endpoint="events", code=code)
+    except DatabaseError:  # the answer must not depend on the counter (e.g. database down)
+        pass
 
 
 @csrf_exempt
 def events(request: HttpRequest) -> JsonResponse:
     """`POST /api/v1/events`: a browser's `view` or `add_to_cart` (SPEC 5, checks in order).
 
-    A 202 is sent after the event's row is committed; with the database down the answer is 503
-    with Retry-After, so the page (or its retry) knows it was not recorded."""
+    Served by `beacon.py` in front of Django (config/asgi.py); this view runs the same handler
+    for Django's own clients (the test client), with a batch of one. A 202 is sent after the
+    event's row is committed; with the database down the answer is 503 with Retry-After, so the
+    page (or its retry) knows it was not recorded."""
+    raw = RawRequest(
+        method=request.method or "",
+        headers={name.lower(): value for name, value in request.headers.items()},
+        body=request.read(MAX_BODY_BYTES + 1) if request.method == "POST" else b"",
+        peer=request.META.get("REMOTE_ADDR"),
+    )
+
+    async def record(event):
+        return (await sync_to_async(browser_events_record)([event]))[0]
+
+    async def count(site_id, code):
+        await sync_to_async(_count_safely)(site_id, code)
+
     try:
-        return _events(request)
+        response = async_to_sync(browser_event_handle)(raw, record=record, count=count)
     except DatabaseError:
         exc = Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S)
         return _error(exc, site_id=None, cors_origin=None)
-
-
-def _events(request: HttpRequest) -> JsonResponse:
-    if request.method == "OPTIONS":
-        return _preflight(request)
-    origin = _origin(request)
-    site = None
-    cors_origin = None
-    try:
-        if request.method != "POST":
-            raise Refused(405, "method_not_allowed", "Use POST.")
-        data = _parse(request)
-        site = site_active_by_key(key=data["key"])
-        if site is None:
-            raise Refused(404, "unknown_site", "No active site has this key.", field="key")
-        if origin is None or origin not in site.origins:
-            raise Refused(403, "forbidden_origin", "This origin is not allowed for this site.")
-        cors_origin = origin
-        if data["type"] not in BROWSER_KINDS:
-            raise Refused(
-                403, "forbidden_type", "A browser may only send 'view' or 'add_to_cart'.", field="type"
-            )
-        product = Product.objects.filter(site=site, sku=data["product"]).only("id").first()
-        if product is None:
-            raise Refused(
-                422, "unknown_product", "No product with this SKU in the site's catalog.", field="product"
-            )
-        ip = _client_ip(request)
-        user_agent = request.headers.get("User-Agent", "")
-        visitor = visitor_hash_compute(site_id=site.pk, ip=ip, user_agent=user_agent)
-        _rate_limit(request, visitor=visitor, ip=visitor_hash_compute(site_id=0, ip=ip, user_agent=""))
-    except Refused as exc:
-        return _error(exc, site_id=site.pk if site else None, cors_origin=cors_origin)
-
-    is_bot = user_agent_is_bot(user_agent)
-    repeat_view = data["type"] == "view" and not cache.add(
-        f"viewed:{product.pk}:{visitor}", 1, timeout=settings.CANDOR_VIEW_DEDUPE_S
-    )
-    if not repeat_view:
-        browser_event_record(
-            site_id=site.pk,
-            product_id=product.pk,
-            kind=data["type"],
-            visitor_hash=visitor,
-            is_bot=is_bot,
-            source=EventSource.BROWSER,
-            context=context_clean(data.get("context") or {}),
-        )
-    return _cors(JsonResponse({"accepted": True}, status=202), cors_origin)
+    answer = JsonResponse(response.body, status=response.status)
+    for name, value in response.headers.items():
+        answer[name] = value
+    return answer
 
 
 @csrf_exempt
@@ -245,16 +178,14 @@ def _visitor_token(request: HttpRequest) -> JsonResponse:
         cors_origin = origin
         ip = _client_ip(request)
         user_agent = request.headers.get("User-Agent", "")
-        usage = get_usage(
-            request,
-            group="visitor-token-ip",
-            key=lambda _g, _r: visitor_hash_compute(site_id=0, ip=ip, user_agent=""),
-            rate=settings.CANDOR_RATE_PER_IP,
-            increment=True,
+        address_key = visitor_hash_compute(site_id=0, ip=ip, user_agent="")
+        (verdict,) = checks_apply(
+            [Check(counters=(("visitor-token-ip", address_key, rate_parse(settings.CANDOR_RATE_PER_IP)),))],
+            seen_ttl_s=0,
         )
-        if usage and usage["should_limit"]:
+        if verdict.limited:
             raise Refused(
-                429, "rate_limited", "Too many requests; slow down.", retry_after=usage["time_left"]
+                429, "rate_limited", "Too many requests; slow down.", retry_after=verdict.retry_after_s
             )
     except Refused as exc:
         return _error(

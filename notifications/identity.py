@@ -117,6 +117,15 @@ def visitor_hash_compute(*, site_id: int, ip: str, user_agent: str, now: dt.date
     return hmac.new(salt_for_day(day), message, hashlib.sha256).hexdigest()[:32]
 
 
+def visitor_hash_if_salted(*, site_id: int, ip: str, user_agent: str) -> str | None:
+    """The visitor hash when today's salt is already in memory (no query), else None."""
+    day = timezone.now().astimezone(dt.UTC).date()
+    salt = _salt_cache.get(day)
+    if salt is None:
+        return None
+    return hmac.new(salt, f"{site_id}|{ip}|{user_agent}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def salt_cache_clear() -> None:
     _salt_cache.clear()
 

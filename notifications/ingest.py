@@ -3,12 +3,14 @@ and can never be a purchase (SPEC 2.4)."""
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from .identity import visitor_token_read
+from .limits import Check, checks_apply, rate_parse, seen_forget
 from .models import Conversion, Event, EventKind, EventSource, Product, ServerDelivery, Site
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
@@ -81,6 +83,82 @@ def browser_event_record(
         is_bot=is_bot,
         context=context or {},
     )
+
+
+@dataclass(frozen=True)
+class BrowserEvent:
+    """A browser event that passed every check up to the rate limit (SPEC 5's order)."""
+
+    site_id: int
+    product_id: int
+    kind: str
+    visitor_hash: str
+    address_key: str  # the client address, keyed and hashed: never the raw IP
+    is_bot: bool
+    context: dict
+    source: str = EventSource.BROWSER
+
+
+@dataclass(frozen=True)
+class BrowserOutcome:
+    status: int  # 202 accepted (recorded, or a repeat view / a bot's, flagged), or 429
+    retry_after_s: float = 0.0
+
+
+def browser_events_record(events: list[BrowserEvent]) -> list[BrowserOutcome]:
+    """Rate limits and view de-duplication for a whole batch in one Redis round trip, then one
+    INSERT of the accepted events, committed before any of them is answered (a 202 means the row
+    is in the ledger). The HTTP view records a batch of one; the beacon a batch of whatever
+    arrived while the previous batch was being written (group commit)."""
+    per_visitor = rate_parse(settings.CANDOR_RATE_PER_VISITOR)
+    per_address = rate_parse(settings.CANDOR_RATE_PER_IP)
+    checks = [
+        Check(
+            counters=(
+                ("events-visitor", e.visitor_hash, per_visitor),
+                ("events-ip", e.address_key, per_address),
+            ),
+            seen_key=f"{e.product_id}:{e.visitor_hash}" if e.kind == EventKind.VIEW else "",
+        )
+        for e in events
+    ]
+    verdicts = checks_apply(checks, seen_ttl_s=settings.CANDOR_VIEW_DEDUPE_S)
+    now = timezone.now()
+    outcomes, rows, seen, carts = [], [], [], set()
+    for event, check, verdict in zip(events, checks, verdicts, strict=True):
+        if verdict.limited:
+            outcomes.append(BrowserOutcome(429, verdict.retry_after_s))
+            continue
+        outcomes.append(BrowserOutcome(202))
+        if verdict.repeat:
+            continue
+        if check.seen_key:
+            seen.append(check.seen_key)
+        if event.kind == EventKind.ADD_TO_CART and not event.is_bot:
+            carts.add(event.product_id)
+        rows.append(
+            Event(
+                site_id=event.site_id,
+                product_id=event.product_id,
+                kind=event.kind,
+                source=event.source,
+                visitor_hash=event.visitor_hash,
+                occurred_at=now,
+                received_at=now,
+                verified=False,
+                is_bot=event.is_bot,
+                context=event.context,
+            )
+        )
+    if rows:
+        try:
+            with transaction.atomic():
+                Event.objects.bulk_create(rows)
+                ledger_changed_on_commit(carts)
+        except Exception:
+            seen_forget(seen)  # not recorded: a retry of these views must not look like a repeat
+            raise
+    return outcomes
 
 
 def order_products(*, site: Site, order_id: str) -> list[int]:

@@ -69,6 +69,74 @@ def widget_target_get(*, key: str, sku: str) -> WidgetTarget | None:
 
 def widget_targets_forget() -> None:
     _targets.clear()
+    _sites_keyed.clear()
+    _product_ids.clear()
+    _active_origins.clear()
+
+
+# --- The browser-event beacon's lookups (beacon.py): found rows are cached for the same few
+# seconds as the socket's, so the hot path makes no query; a miss always asks the database, so a
+# new site or product is never refused because of the cache.
+
+
+@dataclass(frozen=True)
+class SiteKeyed:
+    site_id: int
+    origins: frozenset[str]
+
+
+_sites_keyed: dict[str, tuple[float, SiteKeyed]] = {}
+_product_ids: dict[tuple[int, str], tuple[float, int]] = {}
+_active_origins: dict[str, tuple[float, frozenset[str]]] = {}
+MISSING = object()
+
+
+def _fresh(cache: dict, key):
+    cached = cache.get(key)
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else MISSING
+
+
+def site_keyed_cached(key: str):
+    return _fresh(_sites_keyed, key)
+
+
+def site_keyed_get(*, key: str) -> SiteKeyed | None:
+    site = site_active_by_key(key=key)
+    if site is None:
+        return None
+    found = SiteKeyed(site_id=site.pk, origins=frozenset(site.origins))
+    if len(_sites_keyed) > 10_000:
+        _sites_keyed.clear()
+    _sites_keyed[key] = (time.monotonic() + _TARGET_TTL_S, found)
+    return found
+
+
+def product_id_cached(site_id: int, sku: str):
+    return _fresh(_product_ids, (site_id, sku))
+
+
+def product_id_get(*, site_id: int, sku: str) -> int | None:
+    product_id = Product.objects.filter(site_id=site_id, sku=sku).values_list("id", flat=True).first()
+    if product_id is not None:
+        if len(_product_ids) > 100_000:
+            _product_ids.clear()
+        _product_ids[(site_id, sku)] = (time.monotonic() + _TARGET_TTL_S, product_id)
+    return product_id
+
+
+def active_origins_cached():
+    return _fresh(_active_origins, "all")
+
+
+def active_origins_get() -> frozenset[str]:
+    """Every active site's origins: whom a CORS preflight (which names no site) may answer."""
+    origins = frozenset(
+        origin
+        for site in Site.objects.filter(is_active=True).only("allowed_origins")
+        for origin in site.origins
+    )
+    _active_origins["all"] = (time.monotonic() + _TARGET_TTL_S, origins)
+    return origins
 
 
 def key_plausible(value) -> bool:

@@ -4,6 +4,7 @@ import pytest
 from django.conf import settings
 
 from notifications.identity import salt_cache_clear
+from notifications.limits import limits_forget
 from notifications.selectors import policy_catalogs_forget, widget_targets_forget
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -44,6 +45,7 @@ def _fresh_process_caches():
     salt_cache_clear()
     widget_targets_forget()
     policy_catalogs_forget()
+    limits_forget()
     _cache_clear()
     yield
     salt_cache_clear()
