@@ -185,7 +185,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             self._segment = (catalog, segment_for(catalog.segments, self.visitor_context))
         return self._segment[1]
 
-    def _entry(self) -> Entry:
+    def presence_entry(self) -> Entry:
         ctx = self.visitor_context
         return Entry(self.product_id, self.visitor, self.socket_id, self.site_id, ctx.country, ctx.returning)
 
@@ -296,11 +296,11 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if not isinstance(visible, bool) or not isinstance(sku, str):
             return False
         if isinstance(message.get("context"), dict):
-            before = self._entry()
+            before = self.presence_entry()
             self.context = context_clean(message["context"])
             self.visitor_context = self._visitor_context()
             self._segment = None
-            if self.visible and self._entry() != before and not self.is_bot:
+            if self.visible and self.presence_entry() != before and not self.is_bot:
                 await self._presence_swap(before)
         if sku != self.target.sku:  # a single-page app moved to another product
             target = await database_sync_to_async(widget_target_get)(key=self.key, sku=sku)
@@ -380,7 +380,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def _presence(self, *, show: bool) -> None:
         """Enter or leave presence, then tell every process the product changed."""
         if not self.is_bot:
-            entry = self._entry()
+            entry = self.presence_entry()
             try:
                 if show:
                     await presence_store().show(entry, ttl_s=self._ttl_s())
@@ -395,7 +395,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         """The page's context changed (country, returning hint): replace the presence member."""
         try:
             await presence_store().hide(before)
-            await presence_store().show(self._entry(), ttl_s=self._ttl_s())
+            await presence_store().show(self.presence_entry(), ttl_s=self._ttl_s())
         except RedisError as exc:
             log.warning("presence write failed: %s", exc)
         await self.hub.changed(self.product_id)
