@@ -194,6 +194,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With acks_late on Redis, a task whose worker died unacknowledged is delivered again once it has
+# been unacknowledged this long (a pool child that dies is requeued at once: reject_on_worker_lost).
+# It must exceed the longest task and the longest retry countdown, or a task runs twice meanwhile.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CANDOR_CELERY_VISIBILITY_TIMEOUT_S", default=3600),
+}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     # Make today's and tomorrow's salt ahead of time and drop the ones past their keep.
