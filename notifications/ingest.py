@@ -173,7 +173,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         try:
             result = products_upsert(site=site, items=payload.get("items"))
         except SiteError as exc:
-            raise Unacceptable(str(exc), field="items") from None
+            raise Unacceptable(str(exc), field=exc.field or "items") from None
         response = {
             "accepted": True,
             "duplicate": False,
