@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Event, EventKind, EventSource, Product, ServerDelivery, Site
+from .orders import order_id_resolve
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
 
@@ -182,7 +183,9 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         }
     else:
         occurred_at = _occurred_at(payload.get("occurred_at"))
-        order_id = _text(payload, "order_id")
+        # An erased order's later news (a late refund, a retried purchase) is filed under its
+        # tombstone, so it still withdraws or de-duplicates (orders.py).
+        order_id = order_id_resolve(site=site, order_id=_text(payload, "order_id"))
         items = _items(payload.get("items"), required=kind == "purchase")
         if (
             kind == "purchase"
