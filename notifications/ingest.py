@@ -3,6 +3,7 @@ and can never be a purchase (SPEC 2.4)."""
 
 import datetime as dt
 import hashlib
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -38,6 +39,17 @@ def contains_nul(value) -> bool:
     return False
 
 
+def _referrer_host(value: str) -> str:
+    """A referrer is kept as its host: segments match on where a shopper came from, and a full
+    URL's path and query carry whatever the linking page put there (a newsletter's
+    `?email=…&name=…`)."""
+    try:
+        host = urlsplit(value.strip()).hostname or ""
+    except ValueError:
+        return ""
+    return host.lower()
+
+
 def context_clean(raw: dict) -> dict[str, str]:
     clean = {}
     for key, value in raw.items():
@@ -45,7 +57,10 @@ def context_clean(raw: dict) -> dict[str, str]:
             continue
         if key in CONTEXT_KEYS or (key.startswith("hint_") and len(key) <= 40):
             text = str(value).lower() if isinstance(value, bool) else value
-            if "@" not in text and "\x00" not in text and "\x00" not in key:
+            if key == "referrer":
+                text = _referrer_host(text)
+            # An "@", also URL-encoded, may be an email address: the value is dropped.
+            if text and "@" not in text and "%40" not in text.lower() and "\x00" not in text + key:
                 clean[key] = text[:CONTEXT_VALUE_MAX]
     return clean
 
