@@ -16,7 +16,8 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
-    SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"  # noqa: S105 (debug only)
+    # Only with DJANGO_DEBUG on (the embedded demo); production refuses to start without a key.
+    SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"  # noqa: S105  # nosec B105  # debug only
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 

@@ -43,7 +43,8 @@ class Shopper:
         self.origin = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(self.base))
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-        self.rng = random.Random(options["seed"] * 1000 + n)  # noqa: S311 (a simulation, not a secret)
+        # A simulation's dice, seeded for repeatable runs: nothing here is a secret.
+        self.rng = random.Random(options["seed"] * 1000 + n)  # noqa: S311  # nosec B311  # not a secret
 
     # --- HTTP, as a browser would send it ---------------------------------------------------
     def _http(self, path: str, *, data: dict | None = None, json_body: dict | None = None) -> tuple[int, str]:
