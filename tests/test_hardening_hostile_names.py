@@ -9,6 +9,7 @@ zero-width characters) are removed on the way in; a label over its column's leng
 
 import json
 import re
+import unicodedata
 from io import StringIO
 from pathlib import Path
 
@@ -17,8 +18,12 @@ from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
-from notifications.models import Notification, Product
+from notifications.ingest import context_clean
+from notifications.models import Notification, Product, label_clean
 from tests.factories import ProductFactory, SiteFactory, site_policy_set
 from tests.test_api_server_events import secret_of, send
 from tests.test_widget_socket import open_visible, settle, visitor
@@ -197,3 +202,22 @@ def test_the_widget_sets_every_server_string_as_text():
     assert sinks == []
     assert "t.text.textContent = message.text" in source
     assert "region.textContent = message.text" in source
+
+
+@hyp_settings(deadline=None, max_examples=300)
+@given(st.text(max_size=400))
+def test_a_cleaned_label_has_no_invisible_characters_and_cleaning_is_idempotent(raw):
+    cleaned = label_clean(raw)
+    assert not any(unicodedata.category(ch) in ("Cf", "Cc") for ch in cleaned)
+    assert label_clean(cleaned) == cleaned
+    assert cleaned == cleaned.strip() and "  " not in cleaned
+    # Nothing visible is lost: every other character survives, in order.
+    visible = [ch for ch in raw if not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc")]
+    assert [ch for ch in cleaned if not ch.isspace()] == visible
+
+
+@hyp_settings(deadline=None, max_examples=300)
+@given(st.dictionaries(st.sampled_from(["referrer", "campaign", "locale", "hint_x"]), st.text(max_size=100)))
+def test_no_cleaned_context_value_can_hold_an_email(raw):
+    for value in context_clean(raw).values():
+        assert "@" not in value and "%40" not in value.lower()
