@@ -16,7 +16,8 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
-    SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"  # noqa: S105 (debug only)
+    # Only with DJANGO_DEBUG on (the embedded demo); production refuses to start without a key.
+    SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"  # noqa: S105  # nosec B105  # debug only
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -207,6 +208,12 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# With acks_late on Redis, a task whose worker died unacknowledged is delivered again once it has
+# been unacknowledged this long (a pool child that dies is requeued at once: reject_on_worker_lost).
+# It must exceed the longest task and the longest retry countdown, or a task runs twice meanwhile.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CANDOR_CELERY_VISIBILITY_TIMEOUT_S", default=3600),
+}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     # Make today's and tomorrow's salt ahead of time and drop the ones past their keep.

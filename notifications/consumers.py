@@ -39,6 +39,12 @@ from .streaming import hub_get
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 4096
+# A widget sends a handful of messages a page view (its page, visibility changes, a dismiss, a
+# pause, an add to cart); a client that sends more is not a widget. A token bucket per socket:
+# MESSAGE_BURST at once, then MESSAGES_PER_S; past it the socket is closed with 1008, so a flood
+# costs the server one frame's parsing per token, never a presence write or a ledger row each.
+MESSAGE_BURST = 20
+MESSAGES_PER_S = 5.0
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
@@ -134,6 +140,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self.context: dict[str, str] = {}
         self.visitor_context = self._visitor_context()
         self._segment: tuple[PolicyCatalog, Segment, Arm] | None = None
+        self._tokens, self._tokens_at = float(MESSAGE_BURST), time.monotonic()
         self.hub = hub_get()
         self.paused = self.hub.session_paused(self.visitor)
         await self.accept()
@@ -219,7 +226,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if exposure is not None and not self.is_bot:
             self.hub.exposure_add(exposure.row(ended_at=timezone.now()))
 
-    def _entry(self) -> Entry:
+    def presence_entry(self) -> Entry:
         ctx = self.visitor_context
         return Entry(self.product_id, self.visitor, self.socket_id, self.site_id, ctx.country, ctx.returning)
 
@@ -304,9 +311,16 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     # --- client messages ---------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        # A str never has more characters than its UTF-8 bytes: a long one is refused unencoded.
+        if text_data is not None:
+            size = len(text_data) if len(text_data) > MAX_FRAME_BYTES else len(text_data.encode())
+        else:
+            size = len(bytes_data or b"")
         if size > MAX_FRAME_BYTES:
             await self.close(code=CLOSE_TOO_BIG)
+            return
+        if not self._token_take():
+            await self.close(code=CLOSE_POLICY_VIOLATION)
             return
         try:
             message = json.loads(text_data) if text_data is not None else None
@@ -318,17 +332,26 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if handler is None or not await handler(self, message):
             await self.close(code=CLOSE_POLICY_VIOLATION)
 
+    def _token_take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(float(MESSAGE_BURST), self._tokens + (now - self._tokens_at) * MESSAGES_PER_S)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
     async def _on_page(self, message: dict[str, Any]) -> bool:
         visible = message.get("visible")
         sku = message.get("product", self.target.sku)
         if not isinstance(visible, bool) or not isinstance(sku, str):
             return False
         if isinstance(message.get("context"), dict):
-            before = self._entry()
+            before = self.presence_entry()
             self.context = context_clean(message["context"])
             self.visitor_context = self._visitor_context()
             self._segment = None
-            if self.visible and self._entry() != before and not self.is_bot:
+            if self.visible and self.presence_entry() != before and not self.is_bot:
                 await self._presence_swap(before)
         if sku != self.target.sku:  # a single-page app moved to another product
             target = await database_sync_to_async(widget_target_get)(key=self.key, sku=sku)
@@ -409,7 +432,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def _presence(self, *, show: bool) -> None:
         """Enter or leave presence, then tell every process the product changed."""
         if not self.is_bot:
-            entry = self._entry()
+            entry = self.presence_entry()
             try:
                 if show:
                     await presence_store().show(entry, ttl_s=self._ttl_s())
@@ -424,7 +447,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         """The page's context changed (country, returning hint): replace the presence member."""
         try:
             await presence_store().hide(before)
-            await presence_store().show(self._entry(), ttl_s=self._ttl_s())
+            await presence_store().show(self.presence_entry(), ttl_s=self._ttl_s())
         except RedisError as exc:
             log.warning("presence write failed: %s", exc)
         await self.hub.changed(self.product_id)

@@ -4,6 +4,7 @@ and can never be a purchase (SPEC 2.4)."""
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 from .identity import visitor_token_read
 from .limits import Check, checks_apply, rate_parse, seen_forget
 from .models import Conversion, Event, EventKind, EventSource, Product, ServerDelivery, Site
+from .orders import order_id_resolve
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
 
@@ -40,6 +42,17 @@ def contains_nul(value) -> bool:
     return False
 
 
+def _referrer_host(value: str) -> str:
+    """A referrer is kept as its host: segments match on where a shopper came from, and a full
+    URL's path and query carry whatever the linking page put there (a newsletter's
+    `?email=…&name=…`)."""
+    try:
+        host = urlsplit(value.strip()).hostname or ""
+    except ValueError:
+        return ""
+    return host.lower()
+
+
 def context_clean(raw: dict) -> dict[str, str]:
     clean = {}
     for key, value in raw.items():
@@ -47,7 +60,10 @@ def context_clean(raw: dict) -> dict[str, str]:
             continue
         if key in CONTEXT_KEYS or (key.startswith("hint_") and len(key) <= 40):
             text = str(value).lower() if isinstance(value, bool) else value
-            if "@" not in text and "\x00" not in text and "\x00" not in key:
+            if key == "referrer":
+                text = _referrer_host(text)
+            # An "@", also URL-encoded, may be an email address: the value is dropped.
+            if text and "@" not in text and "%40" not in text.lower() and "\x00" not in text + key:
                 clean[key] = text[:CONTEXT_VALUE_MAX]
     return clean
 
@@ -266,7 +282,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         try:
             result = products_upsert(site=site, items=payload.get("items"))
         except SiteError as exc:
-            raise Unacceptable(str(exc), field="items") from None
+            raise Unacceptable(str(exc), field=exc.field or "items") from None
         response = {
             "accepted": True,
             "duplicate": False,
@@ -275,7 +291,9 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         }
     else:
         occurred_at = _occurred_at(payload.get("occurred_at"))
-        order_id = _text(payload, "order_id")
+        # An erased order's later news (a late refund, a retried purchase) is filed under its
+        # tombstone, so it still withdraws or de-duplicates (orders.py).
+        order_id = order_id_resolve(site=site, order_id=_text(payload, "order_id"))
         items = _items(payload.get("items"), required=kind == "purchase")
         if (
             kind == "purchase"

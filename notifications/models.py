@@ -1,5 +1,6 @@
 """Candor's tables: sites and their catalog, the append-only ledger, and the notification log."""
 
+import unicodedata
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -21,6 +22,20 @@ def origin_normalize(value: str) -> str:
     port = parts.port
     default = {"http": 80, "https": 443}[parts.scheme]
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def label_clean(value: str) -> str:
+    """A store-provided label (product name, category) as Candor stores and shows it.
+
+    Markup is kept as the text it is: every place that shows a label escapes it (Django's
+    templates and admin) or sets it as text (widget.js uses textContent), so `<script>` shows as
+    those characters. Invisible characters are removed: Unicode format characters (category Cf:
+    bidi overrides and isolates such as U+202E, zero-width U+200B-U+200D, U+2060, U+FEFF) and
+    control characters (Cc). A bidi override would reverse the text around it in a toast or the
+    admin ("…gnippohs"), and a zero-width character makes two names that look alike differ.
+    Runs of whitespace become one space."""
+    kept = "".join(ch for ch in value if ch.isspace() or unicodedata.category(ch) not in ("Cf", "Cc"))
+    return " ".join(kept.split())
 
 
 class Site(models.Model):
@@ -126,6 +141,11 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
+
+    def clean(self) -> None:
+        # The admin's forms and the catalog upsert both come through here.
+        self.name = label_clean(self.name)
+        self.category = label_clean(self.category)
 
 
 class AppendOnlyError(Exception):

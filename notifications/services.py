@@ -21,13 +21,19 @@ from .models import (
     RefusalCount,
     Site,
     SiteSecret,
+    label_clean,
 )
 
 MAX_ACTIVE_SECRETS = 2
 
 
 class SiteError(Exception):
-    """A request an operator made that cannot be carried out; the message says why."""
+    """A request an operator made that cannot be carried out; the message says why, and `field`
+    (when set) names the offending field, e.g. `items[3].name`."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def public_key_new() -> str:
@@ -106,6 +112,8 @@ class CatalogResult:
 
 
 PRODUCT_FIELDS = ("sku", "name", "url", "category", "category_kind")
+NAME_MAX = Product._meta.get_field("name").max_length
+CATEGORY_MAX = Product._meta.get_field("category").max_length
 
 
 def products_upsert(*, site: Site, items: list[dict]) -> CatalogResult:
@@ -114,35 +122,60 @@ def products_upsert(*, site: Site, items: list[dict]) -> CatalogResult:
     Validates every item before writing any, so a bad file changes nothing.
     """
     if not isinstance(items, list):
-        raise SiteError("The catalog must be a JSON list of products.")
+        raise SiteError("The catalog must be a JSON list of products.", field="items")
     cleaned = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise SiteError(f"item {index}: must be an object")
+            raise SiteError(f"item {index}: must be an object", field=f"items[{index}]")
         unknown = set(item) - set(PRODUCT_FIELDS)
         if unknown:
-            raise SiteError(f"item {index}: unknown field(s) {', '.join(sorted(unknown))}")
+            raise SiteError(
+                f"item {index}: unknown field(s) {', '.join(sorted(unknown))}",
+                field=f"items[{index}].{sorted(unknown)[0]}",
+            )
         sku = item.get("sku")
         name = item.get("name")
+        category = item.get("category") or ""
         if not isinstance(sku, str) or not sku.strip() or len(sku) > 128:
-            raise SiteError(f"item {index}: 'sku' must be a non-empty string of at most 128 characters")
-        if not isinstance(name, str) or not name.strip():
-            raise SiteError(f"item {index}: 'name' must be a non-empty string")
+            raise SiteError(
+                f"item {index}: 'sku' must be a non-empty string of at most 128 characters",
+                field=f"items[{index}].sku",
+            )
+        if not isinstance(name, str) or not label_clean(name):
+            raise SiteError(f"item {index}: 'name' must be a non-empty string", field=f"items[{index}].name")
+        # Over-long labels are refused, never cut: a truncated name could read as another
+        # product's, and the store should know its catalog did not load as sent.
+        name = label_clean(name)
+        if len(name) > NAME_MAX:
+            raise SiteError(
+                f"item {index}: 'name' may be at most {NAME_MAX} characters (it has {len(name)})",
+                field=f"items[{index}].name",
+            )
+        if not isinstance(category, str) or len(label_clean(category)) > CATEGORY_MAX:
+            raise SiteError(
+                f"item {index}: 'category' must be a string of at most {CATEGORY_MAX} characters",
+                field=f"items[{index}].category",
+            )
         kind = item.get("category_kind", CategoryKind.OTHER)
         if kind not in CategoryKind.values:
-            raise SiteError(f"item {index}: 'category_kind' must be one of {', '.join(CategoryKind.values)}")
+            raise SiteError(
+                f"item {index}: 'category_kind' must be one of {', '.join(CategoryKind.values)}",
+                field=f"items[{index}].category_kind",
+            )
         product = Product(
             site=site,
             sku=sku.strip(),
-            name=name.strip(),
+            name=name,
             url=item.get("url") or "",
-            category=item.get("category") or "",
+            category=label_clean(category),
             category_kind=kind,
         )
         try:
             product.full_clean(exclude=["site"], validate_unique=False, validate_constraints=False)
         except ValidationError as exc:
-            raise SiteError(f"item {index}: {exc.message_dict}") from exc
+            field, messages = next(iter(exc.message_dict.items()))
+            message = f"item {index}: '{field}': {' '.join(messages)}"
+            raise SiteError(message, field=f"items[{index}].{field}") from exc
         cleaned.append(product)
     created = updated = 0
     with transaction.atomic():

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from . import metrics
 from .policy import Decision, RefusalReason, decide
 from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal
-from .presence import Entry, presence_store
+from .presence import presence_store
 from .selectors import policy_catalog_get
 from .services import exposures_record, notification_log_record, refusal_counts_add
 
@@ -455,12 +455,10 @@ class Hub:
     async def refresh_now(self) -> None:
         ttl_s = settings.CANDOR_PRESENCE_TTL_S
         store = presence_store()
-        entries = [
-            Entry(pid, c.visitor, c.socket_id, c.site_id)
-            for pid, members in self.sockets.items()
-            for c in members
-            if c.counted
-        ]
+        # The very member the socket entered with (its country and returning hint included): a
+        # refresh under another member would outlive the socket's `hide()` by up to one TTL, a
+        # viewer counted after they left.
+        entries = [c.presence_entry() for members in self.sockets.values() for c in members if c.counted]
         await store.refresh(entries, ttl_s=ttl_s)
         site_ids = {c.site_id for members in self.sockets.values() for c in members}
         for product_id in await store.prune(list(self.sockets), site_ids):

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from .ingest import Unacceptable, conversion_record, order_products
 from .models import Event, EventKind, Product, ServerDelivery, Site
+from .orders import order_id_resolve
 from .services import ingest_refusal_count
 from .streaming import ledger_changed_on_commit
 
@@ -210,6 +211,7 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
         return {**previous.response, "duplicate": True}
 
     now = timezone.now()
+    news.order_id = order_id_resolve(site=site, order_id=news.order_id)  # an erased order's tombstone
     before = _order_state(site, news.order_id)
     common = {
         "site": site,

@@ -1,14 +1,19 @@
 """Helpers for tests that start their own server processes: a free port, waiting for it to
-answer, stopping a process group, and waiting for its database sessions to end."""
+answer, stopping a process group, waiting for its database sessions to end, a private
+redis-server, and a uvicorn process run as the README runs it."""
 
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -59,3 +64,108 @@ def other_sessions_wait_end(timeout_s: float = 10.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.1)
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+class PrivateRedis:
+    """A throw-away redis-server on 127.0.0.1:<port>, no persistence: a restart comes back empty.
+    Fault tests kill, flush or restart this one, never the machine's shared Redis on 6379."""
+
+    def __init__(self, base: Path):
+        self.port = free_port()
+        self.log = base / f"redis-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        import redis
+
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+                + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.exceptions.ConnectionError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"redis-server on {self.port} did not start:\n{log_tail(self.log)}")
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self):
+        """No goodbye: SIGKILL, as when the machine or the container dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def private_redis_start(base: Path) -> PrivateRedis:
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("SKIPPED LOUDLY: redis-server is not installed.")
+    server = PrivateRedis(base)
+    server.start()
+    return server
+
+
+def database_url_of_tests() -> str:
+    """The pytest-django test database, as a URL for a server process of our own."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def server_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production-like Candor process on the test database."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_of_tests(),
+        "REDIS_URL": redis_url,
+        "DJANGO_SECRET_KEY": "test-only-" + "s" * 40,
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        **extra,
+    }
+    env.pop("DJANGO_DEBUG", None)
+    return env
+
+
+def uvicorn_start(env: dict[str, str], log: Path, *, extra_args: tuple[str, ...] = ()) -> tuple:
+    """One uvicorn process with the README's production flags; returns (process, port)."""
+    port = free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--no-proxy-headers"]
+            + ["--ws-max-size", "65536", "--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
+            + list(extra_args),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    port_wait(proc, port, log=lambda: log_tail(log))
+    return proc, port

@@ -160,3 +160,15 @@ def test_no_refused_request_changes_any_count(client, product, body, content_typ
     if response.status_code != 202:
         assert Event.objects.count() == before
         assert "error" in response.json()
+
+
+def test_context_keeps_a_referrers_host_and_nothing_that_may_be_an_email(client, product):
+    """SPEC 2.7: a newsletter link's `?email=…&name=…` (encoded or not) never reaches the ledger."""
+    context = {
+        "referrer": "https://News.Mail.example/path?email=jo%40mail.example&name=Jo+Smith",
+        "campaign": "jo%40mail.example",
+        "hint_contact": "jo@mail.example",
+        "locale": "en-GB",
+    }
+    assert post(client, good(product, context=context)).status_code == 202
+    assert Event.objects.get().context == {"referrer": "news.mail.example", "locale": "en-GB"}

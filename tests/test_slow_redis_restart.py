@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 import websockets
 from asgiref.sync import sync_to_async
@@ -36,7 +34,14 @@ from notifications.presence import KEY_PREFIX
 from notifications.selectors import policy_catalog_build
 from notifications.signing import signature_header_make
 from tests.factories import DEMO_ORIGIN, ProductFactory
-from tests.servers import free_port, other_sessions_wait_end, port_wait, process_stop
+from tests.servers import (
+    PrivateRedis,
+    free_port,
+    log_tail,
+    other_sessions_wait_end,
+    port_wait,
+    process_stop,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,54 +52,7 @@ VISITORS = 4
 NUMERIC = ("notification", "update")
 
 
-def _tail(path: Path, lines=60) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-class PrivateRedis:
-    """A throw-away redis-server on 127.0.0.1:<port>, no persistence: a restart comes back empty."""
-
-    def __init__(self, base: Path):
-        self.port = free_port()
-        self.log = base / "redis.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
-                + ["--save", "", "--appendonly", "no", "--daemonize", "no"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.exceptions.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"redis-server on {self.port} did not start:\n{_tail(self.log)}")
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def kill(self):
-        """No goodbye: SIGKILL, as when the machine or the container dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
+_tail = log_tail
 
 
 @pytest.fixture
