@@ -46,6 +46,8 @@ from pathlib import Path
 
 SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
+sys.path.insert(0, str(SELF.parent))
+from result import result_print  # noqa: E402
 PY = sys.executable
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
@@ -783,6 +785,14 @@ def print_table(results: dict[str, Result], args: argparse.Namespace) -> None:
         print(
             f"Target, {label} ≥ 0.5× {ceiling_label}: {verdict} at {_times(ratio)} "
             f"({r.rate:,.0f}/s against {c.rate:,.0f}/s){suffix}"
+        )
+        result_print(
+            scenario=f"ingestion, {label}",
+            figure=f"{r.rate:,.0f}/s, p50 {r.pct(0.5):.1f} ms, p99 {r.pct(0.99):.1f} ms",
+            ceiling=f"{c.rate:,.0f}/s {ceiling_label}",
+            ratio=ratio,
+            target="≥ 0.5×",
+            passed=None if args.quick else ratio >= 0.5,
         )
 
 
