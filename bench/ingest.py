@@ -48,6 +48,7 @@ SELF = Path(__file__).resolve()
 ROOT = SELF.parent.parent
 sys.path.insert(0, str(SELF.parent))
 from result import result_print  # noqa: E402
+
 PY = sys.executable
 
 REDIS_URL = "redis://127.0.0.1:6379/10"
