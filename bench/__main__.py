@@ -71,12 +71,22 @@ def main() -> int:
             [PY, "bench/policy.py", "--n", "20000", "--quick"],
             [PY, "bench/fanout.py", "--sockets", "200", "--rounds", "2", "--warmup", "1"]
             + ["--designs", "raw,candor", "--quick"],
+            [PY, "bench/sockets.py", "--quick"],
+            [PY, "bench/ingest.py", "--quick"],
+            [PY, "bench/e2e.py", "--quick"],
+            [PY, "bench/widget.py", "--quick"],
         ]
     else:
         runs = [
             [PY, "bench/policy.py", "--n", "200000"],
             [PY, "bench/fanout.py", "--sockets", "1000", "--rounds", "10"],
             [PY, "bench/fanout.py", "--sockets", "3000", "--rounds", "10"],
+            [PY, "bench/fanout.py", "--sockets", "10000", "--rounds", "6", "--designs", "raw,candor"],
+            [PY, "bench/sockets.py"],
+            [PY, "bench/ingest.py"],
+            [PY, "bench/e2e.py", "--viewers", "1000"],
+            [PY, "bench/e2e.py", "--viewers", "10000"],
+            [PY, "bench/widget.py"],
         ]
     sections = []
     rows: list[dict] = []
