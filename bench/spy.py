@@ -5,7 +5,7 @@
 
 Waits for a process whose command line contains `--match` (the Candor server a benchmark
 started), waits `--after-s` more (set-up), samples it with `py-spy record` for `--seconds`
-(all threads, idle samples excluded) and writes a text summary: the share of samples per
+(all threads, idle samples excluded, without pausing it) and writes a text summary: the share of samples per
 function, by own time and by total time, plus Candor's own frames. Used for the scenarios whose
 target is missed (bench/README.md)."""
 
@@ -95,7 +95,9 @@ def main() -> int:
             capture_output=True,
         )
         raw = Path(out.name).read_text()
-    header = f"# py-spy record of pid {pid} ({args.match}) for {args.seconds:.0f} s, 200 samples/s\n"
+    header = (
+        f"# py-spy record --nonblocking of pid {pid} ({args.match}) for {args.seconds:.0f} s, 200 samples/s\n"
+    )
     if args.note:
         header += f"# during: {args.note}\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
