@@ -330,6 +330,18 @@ def _host_allowed(host: str) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
+def _needs_https(scope, headers: dict[str, str]) -> bool:
+    if not settings.SECURE_SSL_REDIRECT or scope.get("scheme") == "https":
+        return False
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        name, value = proxy
+        header = name.lower().removeprefix("http_").replace("_", "-")
+        if headers.get(header, "").split(",")[0].strip() == value:
+            return False
+    return True
+
+
 class EventBeacon:
     """ASGI middleware: `/api/v1/events` here, everything else to `app` (Django)."""
 
@@ -343,8 +355,10 @@ class EventBeacon:
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
         }
-        if not _host_allowed(headers.get("host", "")):
-            await self.app(scope, receive, send)  # Django answers a bad Host as it always does
+        if not _host_allowed(headers.get("host", "")) or _needs_https(scope, headers):
+            # Django answers a bad Host, and redirects plain HTTP under SECURE_SSL_REDIRECT, as
+            # it always does.
+            await self.app(scope, receive, send)
             return
         body = bytearray()
         more = True

@@ -167,3 +167,27 @@ async def test_other_paths_and_a_bad_host_still_go_to_django():
     assert status == 400  # Django's DisallowedHost answer
     comm = HttpCommunicator(application, "GET", "/api/v1/schema", headers=[(b"host", b"127.0.0.1")])
     assert (await comm.get_response(timeout=5))["status"] == 200
+
+
+async def test_plain_http_under_ssl_redirect_is_left_to_django(settings):
+    """Django's SecurityMiddleware redirects it (its setting is read when the process starts, so
+    this checks the hand-over, and `_needs_https` itself)."""
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert beacon._needs_https({"scheme": "http"}, {})
+    assert not beacon._needs_https({"scheme": "https"}, {})
+    assert not beacon._needs_https({"scheme": "http"}, {"x-forwarded-proto": "https"})
+    handed = []
+
+    async def django(scope, receive, send):
+        handed.append(scope["path"])
+
+    route = beacon.EventBeacon(django)
+    await route(
+        {"type": "http", "path": "/api/v1/events", "scheme": "http", "headers": [(b"host", b"127.0.0.1")]},
+        None,
+        None,
+    )
+    assert handed == ["/api/v1/events"]
+    settings.SECURE_SSL_REDIRECT = False
+    assert not beacon._needs_https({"scheme": "http"}, {})
