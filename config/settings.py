@@ -178,6 +178,10 @@ CANDOR_REDIS_URL = REDIS_URL
 CANDOR_PRESENCE_TTL_S = env.int("CANDOR_PRESENCE_TTL_S", default=30)
 # Leading-edge coalescing of per-product updates (SPEC 5: at most one a second).
 CANDOR_UPDATE_INTERVAL_MS = env.int("CANDOR_UPDATE_INTERVAL_MS", default=1000)
+# A socket-holding process freezes its long-lived objects as sockets come and go, and runs one
+# full garbage collection every this many seconds (notifications/gcpace.py); 0 turns the pacing
+# off (CPython's own schedule: frequent pauses of up to a second at 10,000 sockets).
+CANDOR_GC_FULL_S = env.int("CANDOR_GC_FULL_S", default=900)
 # Peers whose X-Forwarded-For we believe (IPs or CIDRs). Empty: the socket peer is the client.
 CANDOR_TRUSTED_PROXIES = env.list("CANDOR_TRUSTED_PROXIES", default=[])
 # A request header your CDN sets to the visitor's country (e.g. CF-IPCountry); unset = none trusted.
