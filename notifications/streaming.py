@@ -29,6 +29,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from . import metrics
+from .gcpace import GcPacer
 from .policy import Decision, RefusalReason, decide
 from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal
 from .presence import presence_store
@@ -57,6 +58,7 @@ EXPOSURES_MAX = 100_000
 # A visit, for the per-session frequency cap: cookieless, so "the same visitor hash seen within
 # the last 30 minutes", kept by the process that holds the visitor's sockets.
 SESSION_S = 30 * 60
+GC_CHECK_S = 5.0  # how often the GC pacer looks at the socket count (gcpace.py)
 
 
 @dataclass
@@ -94,6 +96,9 @@ class Hub:
         self._retries: dict[int, asyncio.TimerHandle] = {}
 
     # --- membership --------------------------------------------------------------------
+    def socket_count(self) -> int:
+        return sum(len(members) for members in self.sockets.values())
+
     async def join(self, consumer: "WidgetConsumer") -> None:
         await self._ensure_started()
         self.sockets[consumer.product_id].add(consumer)
@@ -403,6 +408,9 @@ class Hub:
                 except (TimeoutError, RedisError):
                     log.warning("change subscription not ready; retrying in the background")
             self._tasks.append(loop.create_task(self._refresh_forever(), context=_hub_context()))
+            if settings.CANDOR_GC_FULL_S > 0:
+                pacer = GcPacer(check_s=GC_CHECK_S, full_s=settings.CANDOR_GC_FULL_S)
+                self._tasks.append(loop.create_task(pacer.run(self.socket_count), context=_hub_context()))
             self._started = True
 
     async def _stop(self) -> None:
