@@ -28,11 +28,22 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.http.request import split_domain_port, validate_host
 
 from .identity import client_ip_resolve, user_agent_is_bot, visitor_hash_compute, visitor_hash_if_salted
-from .ingest import BROWSER_KINDS, BrowserEvent, BrowserOutcome, browser_events_record, context_clean
+from .ingest import (
+    BROWSER_KINDS,
+    BatchFallback,
+    BrowserEvent,
+    BrowserOutcome,
+    Unacceptable,
+    browser_events_record,
+    contains_nul,
+    context_clean,
+    purchases_record,
+    server_event_record,
+)
 from .models import origin_normalize
 from .selectors import (
     MISSING,
@@ -44,20 +55,32 @@ from .selectors import (
     site_keyed_get,
 )
 from .services import ingest_refusal_count
+from .signing import BadSignature, signed_site_verify
 
 log = logging.getLogger(__name__)
 
 PATH = "/api/v1/events"
+SERVER_PATH = "/api/v1/server/events"
 MAX_BODY_BYTES = 8 * 1024
+SERVER_MAX_BODY_BYTES = 256 * 1024
 DB_RETRY_AFTER_S = 5
 EVENT_FIELDS = frozenset({"key", "type", "product", "context"})
 
 
 class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, retry_after=None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after=None,
+        site_id: int | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-        self.field, self.retry_after = field, retry_after
+        self.field, self.retry_after, self.site_id = field, retry_after, site_id
 
 
 @dataclass(frozen=True)
@@ -231,6 +254,127 @@ async def _preflight(request: RawRequest, *, count) -> RawResponse:
     return RawResponse(204, {}, _cors(headers, origin))
 
 
+# --- Signed server events ---------------------------------------------------------------------
+
+
+def server_event_verify(*, body: bytes, header: str, memo: dict | None = None):
+    """The checks of `POST /api/v1/server/events` up to recording, in SPEC 5's order: 413, then
+    401 `bad_signature` for every failure up to and including verification, then 400. Returns
+    (site, payload); raises Refused (its `site_id` set once the site is known)."""
+    if len(body) > SERVER_MAX_BODY_BYTES:
+        raise Refused(413, "too_large", f"The body may be at most {SERVER_MAX_BODY_BYTES} bytes.")
+    try:
+        site = signed_site_verify(body=body, header=header, memo=memo)
+    except BadSignature as exc:
+        raise Refused(401, "bad_signature", str(exc)) from None
+    payload = json.loads(body)
+    if not isinstance(payload, dict):
+        raise Refused(400, "malformed", "The body must be a JSON object.", site_id=site.pk)
+    if contains_nul(payload):
+        raise Refused(400, "malformed", "Strings may not contain NUL characters.", site_id=site.pk)
+    return site, payload
+
+
+def server_event_answer(*, site, payload: dict, body: bytes) -> tuple[int, dict]:
+    """Record a verified server event (its own savepoint: `server_event_record` is atomic).
+    Returns (status, body); raises Refused for a 409 or 422, DatabaseError if the ledger fails."""
+    try:
+        return server_event_record(site=site, payload=payload, body=body)
+    except Unacceptable as exc:
+        raise Refused(exc.status, exc.code, exc.message, field=exc.field, site_id=site.pk) from None
+
+
+def _server_batch_write(items: list[tuple[bytes, str]]) -> list[RawResponse]:
+    """In a worker thread: a batch of signed server events, verified (each site's secrets read
+    once per batch) and then recorded in ONE transaction, each event in a savepoint of its own,
+    so one event's 409 or 422 leaves the others alone. A 2xx is answered only after the batch's
+    commit (group commit); if the commit fails, every 2xx of the batch becomes a 503."""
+    close_old_connections()
+    answers: list[RawResponse | None] = [None] * len(items)
+    refusals: list[tuple[int | None, str]] = []
+    verified: list[tuple[int, object, dict, bytes]] = []
+    memo: dict = {}
+
+    def refused(index: int, exc: Refused) -> None:
+        refusals.append((exc.site_id, exc.code))
+        answers[index] = _error(exc, cors_origin=None)
+
+    def unavailable(index: int) -> RawResponse:
+        refusals.append((None, "unavailable"))
+        answers[index] = _unavailable()
+        return answers[index]
+
+    try:
+        for index, (body, header) in enumerate(items):
+            try:
+                site, payload = server_event_verify(body=body, header=header, memo=memo)
+                verified.append((index, site, payload, body))
+            except Refused as exc:
+                refused(index, exc)
+            except DatabaseError as exc:
+                log.warning("a server event not verified (%s): answering 503", exc)
+                unavailable(index)
+        if verified:
+            recorded: list[tuple[int, RawResponse]] = []
+            try:
+                with _batch_transaction():
+                    if not _purchases_record(verified, recorded, refused):
+                        for index, site, payload, body in verified:
+                            try:
+                                status, response = server_event_answer(site=site, payload=payload, body=body)
+                                recorded.append((index, RawResponse(status, response, {})))
+                            except Refused as exc:
+                                refused(index, exc)
+                            except DatabaseError as exc:  # its savepoint is rolled back; the rest go on
+                                log.warning("a server event not recorded (%s): answering 503", exc)
+                                unavailable(index)
+            except DatabaseError as exc:
+                log.warning("%d server events not committed (%s): answering 503", len(recorded), exc)
+                recorded = [(index, unavailable(index)) for index, _ in recorded]
+            for index, response in recorded:
+                answers[index] = response
+        for site_id, code in refusals:
+            try:
+                ingest_refusal_count(site_id=site_id, endpoint="server_events", code=code)
+            except DatabaseError:  # the answer must not depend on the counter
+                break
+        return [answer or _unavailable() for answer in answers]
+    finally:
+        close_old_connections()
+
+
+def _purchases_record(verified: list, recorded: list, refused) -> bool:
+    """A batch of purchases only (the hot case) set-based, in a savepoint
+    (`ingest.purchases_record`). False if the batch is not that, or must go one by one."""
+    if any(payload.get("type") != "purchase" for _, _, payload, _ in verified):
+        return False
+    try:
+        with transaction.atomic():
+            results = purchases_record([(site, payload, body) for _, site, payload, body in verified])
+    except (IntegrityError, BatchFallback):  # rolled back to the savepoint
+        return False
+    for (index, site, _, _), result in zip(verified, results, strict=True):
+        if isinstance(result, Unacceptable):
+            refused(
+                index,
+                Refused(result.status, result.code, result.message, field=result.field, site_id=site.pk),
+            )
+        else:
+            recorded.append((index, RawResponse(result[0], result[1], {})))
+    return True
+
+
+def _batch_transaction():
+    return transaction.atomic()
+
+
+def _unavailable() -> RawResponse:
+    return _error(
+        Refused(503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S),
+        cors_origin=None,
+    )
+
+
 # --- The ASGI route and its batches -----------------------------------------------------------
 
 
@@ -261,7 +405,7 @@ class EventBatcher:
     then go together. A few batches may be in flight at once, so the database can commit them
     together too (its own group commit): with one at a time, the rate is one batch per WAL flush."""
 
-    IN_FLIGHT = 4
+    IN_FLIGHT = 2
 
     def __init__(self) -> None:
         self.pending: list[tuple[BrowserEvent, asyncio.Future]] = []
@@ -310,16 +454,55 @@ class EventBatcher:
         self._kick()
 
 
-_batchers: dict[int, EventBatcher] = {}
+class ServerBatcher:
+    """Group commit for signed server events, per process: what arrives while a batch is being
+    written goes in the next one (at most BATCH_MAX), and a few batches may be in flight."""
+
+    IN_FLIGHT = 2
+    BATCH_MAX = 100
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[tuple[bytes, str], asyncio.Future]] = []
+        self.running = 0
+
+    async def answer(self, body: bytes, header: str) -> RawResponse:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(((body, header), future))
+        self._kick()
+        return await future
+
+    def _kick(self) -> None:
+        if self.running < self.IN_FLIGHT and self.pending:
+            batch, self.pending = self.pending[: self.BATCH_MAX], self.pending[self.BATCH_MAX :]
+            self.running += 1
+            asyncio.get_running_loop().create_task(self._write(batch), context=contextvars.Context())
+
+    async def _write(self, batch: list) -> None:
+        try:
+            answers = await sync_to_async(_server_batch_write, thread_sensitive=False)(
+                [item for item, _ in batch]
+            )
+        except Exception:  # never leave a request waiting
+            log.exception("server event batch failed")
+            answers = [_unavailable() for _ in batch]
+        finally:
+            self.running -= 1
+        for (_, future), answer in zip(batch, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+        self._kick()
 
 
-def _batcher() -> EventBatcher:
+_batchers: dict[int, tuple[EventBatcher, ServerBatcher]] = {}
+
+
+def _batchers_get() -> tuple[EventBatcher, ServerBatcher]:
     loop = asyncio.get_running_loop()
-    batcher = _batchers.get(id(loop))
-    if batcher is None:
+    found = _batchers.get(id(loop))
+    if found is None:
         _batchers.clear()  # one loop per process; a new loop (tests) starts afresh
-        batcher = _batchers[id(loop)] = EventBatcher()
-    return batcher
+        found = _batchers[id(loop)] = (EventBatcher(), ServerBatcher())
+    return found
 
 
 def _host_allowed(host: str) -> bool:
@@ -343,13 +526,16 @@ def _needs_https(scope, headers: dict[str, str]) -> bool:
 
 
 class EventBeacon:
-    """ASGI middleware: `/api/v1/events` here, everything else to `app` (Django)."""
+    """ASGI middleware: `POST /api/v1/events` and `POST /api/v1/server/events` here, everything
+    else (other methods included: Django answers them 405) to `app` (Django)."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        path = scope["path"] if scope["type"] == "http" else None
+        server = path == SERVER_PATH and scope["method"] == "POST"
+        if path != PATH and not server:
             await self.app(scope, receive, send)
             return
         headers = {
@@ -360,27 +546,36 @@ class EventBeacon:
             # it always does.
             await self.app(scope, receive, send)
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > MAX_BODY_BYTES:
-                break  # enough to know it is too large
+        body = await _body_read(receive, SERVER_MAX_BODY_BYTES if server else MAX_BODY_BYTES)
+        if body is None:
+            return  # the client went away
+        events, servers = _batchers_get()
+        if server:
+            response = await servers.answer(body, headers.get("candor-signature", ""))
+            await _send(send, response)
+            return
         client = scope.get("client") or (None, None)
-        request = RawRequest(scope["method"], headers, bytes(body), client[0])
-        batcher = _batcher()
+        request = RawRequest(scope["method"], headers, body, client[0])
         try:
-            response = await browser_event_handle(request, record=batcher.record, count=batcher.count)
+            response = await browser_event_handle(request, record=events.record, count=events.count)
         except DatabaseError:
-            refusal = Refused(
-                503, "unavailable", "The ledger is unavailable; retry.", retry_after=DB_RETRY_AFTER_S
-            )
-            response = _error(refusal, cors_origin=None)
+            response = _unavailable()
         await _send(send, response)
+
+
+async def _body_read(receive, limit: int) -> bytes | None:
+    """The request body, or its first `limit` + 1 bytes and more (enough to answer 413)."""
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            break
+    return bytes(body)
 
 
 async def _send(send, response: RawResponse) -> None:

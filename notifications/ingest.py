@@ -13,7 +13,7 @@ from django.utils import timezone
 from .identity import visitor_token_read
 from .limits import Check, checks_apply, rate_parse, seen_forget
 from .models import Conversion, Event, EventKind, EventSource, Product, ServerDelivery, Site
-from .orders import order_id_resolve
+from .orders import order_id_resolve, order_tombstone
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
 
@@ -306,10 +306,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
             )
             return 200, response
         token = payload.get("visitor_token")
-        if token is not None and (not isinstance(token, str) or not token or len(token) > 512):
-            raise Unacceptable(
-                "'visitor_token' must be the string Candor.visitorToken() gave", field="visitor_token"
-            )
+        _visitor_token_check(token)
         products = {p.sku: p for p in Product.objects.filter(site=site, sku__in=[sku for sku, _ in items])}
         refused = [sku for sku, _ in items if sku not in products]
         is_test = payload.get("test") is True
@@ -341,3 +338,153 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
             ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
     ServerDelivery.objects.create(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
     return 202, response
+
+
+def _visitor_token_check(token) -> None:
+    if token is not None and (not isinstance(token, str) or not token or len(token) > 512):
+        raise Unacceptable(
+            "'visitor_token' must be the string Candor.visitorToken() gave", field="visitor_token"
+        )
+
+
+class BatchFallback(Exception):
+    """A batch `purchases_record` does not answer set-based: record it one event at a time."""
+
+
+def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, dict] | Unacceptable"]:
+    """A batch of verified purchases, set-based: the answers `server_event_record` gives called
+    on each in turn (a later one sees what the earlier ones recorded), from a few queries per
+    site instead of several per purchase, and one INSERT of events and one of deliveries.
+
+    Runs inside the caller's transaction. A concurrent batch that takes one of these keys first
+    makes an INSERT fail (IntegrityError), and a rare mix of repeats raises BatchFallback: the
+    caller then records the batch one event at a time, in savepoints."""
+    results: list = [None] * len(batch)
+    parsed: list[tuple[int, Site, dict, str, str]] = []
+    for index, (site, payload, body) in enumerate(batch):
+        if payload.get("type") != "purchase":
+            raise ValueError("purchases_record takes purchases only")
+        try:
+            parsed.append(
+                (index, site, payload, _text(payload, "event_id"), hashlib.sha256(body).hexdigest())
+            )
+        except Unacceptable as exc:
+            results[index] = exc
+    by_site: dict[int, list] = {}
+    for item in parsed:
+        by_site.setdefault(item[1].pk, []).append(item)
+    deliveries: dict[tuple[int, str], tuple[str, dict]] = {}
+    for site_id, items in by_site.items():
+        for key, digest, response in (
+            ServerDelivery.objects.select_for_update()
+            .filter(site_id=site_id, idempotency_key__in=[item[3] for item in items])
+            .values_list("idempotency_key", "body_sha256", "response")
+        ):
+            deliveries[(site_id, key)] = (digest, response)
+    # What the deliveries say first (SPEC 5: a repeat, or a conflict), then the rest is validated.
+    fresh: list[tuple[int, Site, dict, str, str, dt.datetime, str, list]] = []
+    claimed: set[tuple[int, str]] = set()  # event ids this batch will record
+    for index, site, payload, event_id, digest in parsed:
+        if (site.pk, event_id) in deliveries or (site.pk, event_id) in claimed:
+            fresh.append((index, site, payload, event_id, digest, None, "", []))  # decided in order below
+            continue
+        try:
+            occurred_at = _occurred_at(payload.get("occurred_at"))
+            order_id = _text(payload, "order_id")
+            items = _items(payload.get("items"), required=True)
+        except Unacceptable as exc:
+            results[index] = exc
+            continue
+        claimed.add((site.pk, event_id))
+        fresh.append((index, site, payload, event_id, digest, occurred_at, order_id, items))
+    sites = {item[1].pk: item[1] for item in fresh}
+    resolved: dict[tuple[int, str], str] = {}
+    purchased: set[tuple[int, str]] = set()
+    skus: dict[tuple[int, str], int] = {}
+    for site_id, site in sites.items():
+        mine = [item for item in fresh if item[1].pk == site_id and item[5] is not None]
+        tombstones = {item[6]: order_tombstone(site=site, order_id=item[6]) for item in mine}
+        erased = set(
+            Event.objects.filter(site_id=site_id, order_id__in=set(tombstones.values())).values_list(
+                "order_id", flat=True
+            )
+        )
+        for order_id, tombstone in tombstones.items():
+            resolved[(site_id, order_id)] = tombstone if tombstone in erased else order_id
+        orders = {resolved[(site_id, item[6])] for item in mine}
+        purchased |= {
+            (site_id, order_id)
+            for order_id in Event.objects.filter(site_id=site_id, kind="purchase", order_id__in=orders)
+            .values_list("order_id", flat=True)
+            .distinct()
+        }
+        wanted = {sku for item in mine for sku, _ in item[7]}
+        for sku, pk in Product.objects.filter(site_id=site_id, sku__in=wanted).values_list("sku", "pk"):
+            skus[(site_id, sku)] = pk
+    rows: list[Event] = []
+    delivered: list[ServerDelivery] = []
+    changed: set[int] = set()
+    for index, site, payload, event_id, digest, occurred_at, raw_order_id, items in fresh:
+        key = (site.pk, event_id)
+        if key in deliveries:
+            previous_digest, previous = deliveries[key]
+            if previous_digest != digest:
+                results[index] = Unacceptable(
+                    "this event_id was already used with a different body",
+                    field="event_id",
+                    status=409,
+                    code="conflict",
+                )
+            else:
+                results[index] = (200, {**previous, "duplicate": True})
+            continue
+        if occurred_at is None:
+            # A repeat, within the batch, of an event id whose first delivery was then refused
+            # (its visitor token): one by one, this one would be validated afresh.
+            raise BatchFallback
+        order_id = resolved[(site.pk, raw_order_id)]
+        if (site.pk, order_id) in purchased:
+            response = {"accepted": True, "duplicate": True, "refused_items": []}
+        else:
+            token = payload.get("visitor_token")
+            try:
+                _visitor_token_check(token)
+            except Unacceptable as exc:
+                results[index] = exc
+                continue
+            is_test = payload.get("test") is True
+            refused = [sku for sku, _ in items if (site.pk, sku) not in skus]
+            for position, (sku, quantity) in enumerate(items):
+                if (site.pk, sku) in skus:
+                    rows.append(
+                        Event(
+                            site=site,
+                            product_id=skus[(site.pk, sku)],
+                            kind=EventKind.PURCHASE,
+                            source=EventSource.SERVER,
+                            occurred_at=occurred_at,
+                            order_id=order_id,
+                            verified=True,
+                            is_test=is_test,
+                            quantity=quantity,
+                            idempotency_key=f"{event_id}:{position}",
+                        )
+                    )
+                    changed.add(skus[(site.pk, sku)])
+            purchased.add((site.pk, order_id))
+            response = {"accepted": True, "duplicate": False, "refused_items": refused}
+            if token is not None and not is_test and len(refused) < len(items):
+                response["attribution"] = conversion_record(
+                    site=site, order_id=order_id, token=token, occurred_at=occurred_at
+                )
+            for _ in refused:
+                ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
+        deliveries[key] = (digest, response)
+        delivered.append(
+            ServerDelivery(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
+        )
+        results[index] = (200 if response["duplicate"] else 202, response)
+    Event.objects.bulk_create(rows)
+    ServerDelivery.objects.bulk_create(delivered)
+    ledger_changed_on_commit(changed)
+    return results

@@ -214,7 +214,7 @@ def test_database_unavailable_is_503_never_2xx(client, product, monkeypatch):
     def broken(**kwargs):
         raise DatabaseError("connection refused")
 
-    monkeypatch.setattr("notifications.api.signed_site_verify", broken)
+    monkeypatch.setattr("notifications.beacon.signed_site_verify", broken)
     response = send(client, purchase(product), site=product.site)
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
