@@ -64,6 +64,9 @@ def main() -> int:
     parser.add_argument("--wait-s", type=float, default=600.0, help="how long to wait for the process")
     parser.add_argument("--out", required=True)
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--gil", action="store_true", help="only samples where a thread holds the GIL: where the CPU goes"
+    )
     args = parser.parse_args()
     deadline = time.monotonic() + args.wait_s
     pid = None
@@ -80,6 +83,8 @@ def main() -> int:
             [
                 str(spy),
                 "record",
+                "--nonblocking",
+                *(["--gil"] if args.gil else []),
                 "-p",
                 str(pid),
                 "-d",
@@ -96,7 +101,8 @@ def main() -> int:
         )
         raw = Path(out.name).read_text()
     header = (
-        f"# py-spy record --nonblocking of pid {pid} ({args.match}) for {args.seconds:.0f} s, 200 samples/s\n"
+        f"# py-spy record --nonblocking{' --gil' if args.gil else ''} of pid {pid} ({args.match}) "
+        f"for {args.seconds:.0f} s, 200 samples/s\n"
     )
     if args.note:
         header += f"# during: {args.note}\n"
