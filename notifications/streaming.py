@@ -602,6 +602,11 @@ async def _send_all(outgoing: list[tuple["WidgetConsumer", dict]]) -> int:
             log.info("a socket stalled; its messages now go through its own outbox")
             if current is not None:
                 current.outbox_start()
+        if index < len(pending):
+            # A send to a healthy socket never suspends: without this, a round to thousands of
+            # sockets would hold the event loop, and every request this process serves meanwhile
+            # (a purchase's ingest included), for its whole length (bench/e2e.py).
+            await asyncio.sleep(0)
     return len(pending)
 
 
