@@ -91,6 +91,7 @@ def main() -> int:
     sections = []
     rows: list[dict] = []
     missed = []
+    crashed: list[str] = []
     for command in runs:
         shown = " ".join(["python", *command[1:]])
         print(f"== {shown}", flush=True)
@@ -98,8 +99,11 @@ def main() -> int:
         output = result.stdout.strip()
         print(output[-4000:])
         if result.returncode != 0:
+            # A script that crashed: its error goes in the report and the run goes on.
             print(result.stderr[-4000:], file=sys.stderr)
-            return result.returncode
+            missed.append(f"{shown}: exited {result.returncode}")
+            crashed.append(shown)
+            output += f"\n\nexited {result.returncode}; the end of its stderr:\n{result.stderr[-2000:]}"
         missed += [line for line in output.splitlines() if "NOT met" in line or ": FAIL" in line]
         rows += results_parse(output)
         detail = "\n".join(line for line in output.splitlines() if not line.startswith("RESULT "))
@@ -123,6 +127,9 @@ def main() -> int:
     target = ROOT / "bench" / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     target.write_text(report, encoding="utf-8")
     print(f"wrote {target.relative_to(ROOT)}")
+    if crashed:
+        print("crashed:\n" + "\n".join(crashed))
+        return 2
     if missed and not args.quick:
         print("targets missed:\n" + "\n".join(missed))
         return 1

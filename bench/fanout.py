@@ -888,7 +888,10 @@ async def coordinator(args: argparse.Namespace) -> int:
         await pool.start()
         for design in designs:
             print(f"[{design}] {DESIGNS[design]} ...", flush=True)
-            result = await run_design(design, args, pool)
+            try:
+                result = await run_design(design, args, pool)
+            except Exception as exc:  # one design failing must not lose the others' figures
+                result = Result(design, notes=[f"the run failed: {exc!r}"])
             results.append(result)
             if result.last_ms:
                 summary = f"median {statistics.median(result.last_ms):.1f} ms"
