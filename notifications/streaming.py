@@ -26,6 +26,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import get_language
 from redis.exceptions import RedisError
 
 from . import metrics
@@ -201,6 +202,7 @@ class Hub:
             return await _send_all([(c, _event(m)) for c in recipients for m in c.withdraw_all_messages()])
         presence = metrics.PresenceSnapshot.of(visitors)
         now_s = time.monotonic()
+        language = get_language()  # once per round: every decision of the round is in it
         by_kind: dict[str, list[metrics.Metric]] = defaultdict(list)
         for metric in ledger:
             by_kind[metric.metric].append(metric)  # narrowest window first
@@ -239,14 +241,19 @@ class Hub:
                     country=ctx.country,
                     returning=ctx.returning,
                 )
-                viewing = self._decide_first((metric,), policy, templates, consumer.site_id)
+                viewing = self._decide_first((metric,), policy, templates, consumer.site_id, language)
                 shared[viewing_key] = viewing
             # Ledger claims are the same for everyone under one policy version and locale.
             ledger_key = (policy.version, ctx.locale)
             decided = ledger_decisions.get(ledger_key)
             if decided is None:
                 decided = ledger_decisions[ledger_key] = [
-                    (kind, self._decide_first(by_kind.get(kind, ()), policy, templates, consumer.site_id))
+                    (
+                        kind,
+                        self._decide_first(
+                            by_kind.get(kind, ()), policy, templates, consumer.site_id, language
+                        ),
+                    )
                     for kind in LEDGER_KINDS
                 ]
             for kind, (decision, reason) in (("viewing_now", viewing), *decided):
@@ -348,12 +355,12 @@ class Hub:
         self._presence_seen[product_id] = (now_s, visitors)
         return visitors
 
-    def _decide_first(self, found, policy, templates, site_id: int) -> tuple[Decision | None, str]:
+    def _decide_first(self, found, policy, templates, site_id: int, language) -> tuple[Decision | None, str]:
         """The first of a kind's metrics (narrowest window first) the policy lets through, or
         None and the reason the last one was refused (NO_EVIDENCE: the ledger had nothing)."""
         refusal = None
         for metric in found:
-            result = decide(metric=metric, policy=policy, templates=templates)
+            result = decide(metric=metric, policy=policy, templates=templates, language=language)
             if isinstance(result, Decision):
                 return result, ""
             refusal = result
