@@ -901,7 +901,9 @@ async def coordinator(args: argparse.Namespace) -> int:
     finally:
         await pool.stop()
     print_table(results, args)
-    return 0 if all(r.last_ms for r in results) else 1
+    # The comparison designs (Channels' layers) may fail at large N (the core layer runs out of
+    # Redis connections at 3,000 here); that is noted in the table. Only raw and Candor count.
+    return 0 if all(r.last_ms for r in results if r.design in ("raw", "candor")) else 1
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
