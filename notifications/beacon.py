@@ -275,13 +275,17 @@ def server_event_verify(*, body: bytes, header: str, memo: dict | None = None):
     return site, payload
 
 
+def _refused(exc: Unacceptable, site) -> Refused:
+    return Refused(exc.status, exc.code, exc.message, field=exc.field, site_id=site.pk)
+
+
 def server_event_answer(*, site, payload: dict, body: bytes) -> tuple[int, dict]:
     """Record a verified server event (its own savepoint: `server_event_record` is atomic).
     Returns (status, body); raises Refused for a 409 or 422, DatabaseError if the ledger fails."""
     try:
         return server_event_record(site=site, payload=payload, body=body)
     except Unacceptable as exc:
-        raise Refused(exc.status, exc.code, exc.message, field=exc.field, site_id=site.pk) from None
+        raise _refused(exc, site) from None
 
 
 def _server_batch_write(items: list[tuple[bytes, str]]) -> list[RawResponse]:
@@ -355,10 +359,7 @@ def _purchases_record(verified: list, recorded: list, refused) -> bool:
         return False
     for (index, site, _, _), result in zip(verified, results, strict=True):
         if isinstance(result, Unacceptable):
-            refused(
-                index,
-                Refused(result.status, result.code, result.message, field=result.field, site_id=site.pk),
-            )
+            refused(index, _refused(result, site))
         else:
             recorded.append((index, RawResponse(result[0], result[1], {})))
     return True
