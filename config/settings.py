@@ -184,6 +184,15 @@ CANDOR_UPDATE_INTERVAL_MS = env.int("CANDOR_UPDATE_INTERVAL_MS", default=1000)
 CANDOR_GC_FULL_S = env.int("CANDOR_GC_FULL_S", default=900)
 # Peers whose X-Forwarded-For we believe (IPs or CIDRs). Empty: the socket peer is the client.
 CANDOR_TRUSTED_PROXIES = env.list("CANDOR_TRUSTED_PROXIES", default=[])
+# SPEC 7, "One address, few visitors": at most this many distinct visitor hashes of one client
+# address (IPv4 address, IPv6 /64) count toward `viewing_now`, `shoppers_on_site_now` and the
+# distinct shoppers of `add_to_cart_in_window`. Shoppers behind one NAT are undercounted, never
+# overcounted; one machine rotating User-Agents adds at most this many.
+CANDOR_VISITORS_PER_ADDRESS = env.int("CANDOR_VISITORS_PER_ADDRESS", default=2)
+# SPEC 7, "Sockets cost something": open widget sockets per address per process (more: HTTP 429
+# at the handshake), and how long a socket may stay open without sending its `page` (then 1008).
+CANDOR_SOCKETS_PER_ADDRESS = env.int("CANDOR_SOCKETS_PER_ADDRESS", default=20)
+CANDOR_PAGE_TIMEOUT_S = env.float("CANDOR_PAGE_TIMEOUT_S", default=10.0)
 # A request header your CDN sets to the visitor's country (e.g. CF-IPCountry); unset = none trusted.
 CANDOR_COUNTRY_HEADER = env.str("CANDOR_COUNTRY_HEADER", default="")
 # Minimum true count before any aggregate is shown (SPEC 2.7 and 3).

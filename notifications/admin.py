@@ -83,6 +83,7 @@ class SiteForm(forms.ModelForm):
             "allowed_origins",
             "shopify_secret",
             "woocommerce_secret",
+            "purchases_from",
             "is_demo",
             "is_active",
             "holdout_pct",
@@ -91,7 +92,7 @@ class SiteForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name in SiteAdmin.EXPERIMENT_FIELDS:
+        for name in (*SiteAdmin.EXPERIMENT_FIELDS, "purchases_from"):
             if name in self.fields:
                 self.fields[name].required = False
 
@@ -104,6 +105,9 @@ class SiteForm(forms.ModelForm):
 
     def clean_attribution_window_h(self):
         return self._kept("attribution_window_h")
+
+    def clean_purchases_from(self):
+        return self.cleaned_data.get("purchases_from") or self.instance.purchases_from
 
 
 @admin.register(Site)
@@ -118,6 +122,7 @@ class SiteAdmin(admin.ModelAdmin):
         "allowed_origins",
         "shopify_secret",
         "woocommerce_secret",
+        "purchases_from",
         "is_demo",
         "is_active",
         "holdout_pct",
@@ -298,14 +303,15 @@ def _alarms_warn(request) -> None:
     if count:
         messages.error(
             request,
-            f"The claims audit found {count} notification(s) the ledger does not back. See Audit alarms.",
+            f"The audit raised {count} alarm(s): claims the ledger does not back, or signed purchases "
+            "of products nobody viewed. See Audit alarms.",
         )
 
 
 @admin.register(AuditAlarm)
 class AuditAlarmAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("notification", "reason", "claimed", "recomputed", "found_at")
-    list_select_related = ("notification",)
+    list_display = ("notification", "event", "reason", "claimed", "recomputed", "found_at")
+    list_select_related = ("notification", "event")
 
     def changelist_view(self, request, extra_context=None):
         _alarms_warn(request)

@@ -8,6 +8,11 @@ the moment each was computed, and raise an alarm on any claim the ledger does no
 - `viewing_now`: presence is not in the ledger, so the audit checks the claim against the
   aggregate logged with it (distinct visitors ≥ the true value ≥ the displayed number).
 
+A second check (`purchases_unviewed_audit`, SPEC 7) looks at the store's own evidence: a signed
+purchase (the store's API, not a platform webhook) of a product that no visitor viewed in the 24
+hours before it is a sign of invented orders. It raises an alarm and withdraws nothing: a shopper
+who bought from a link without the widget is possible, an invented order is a store's lie.
+
 Alarms are `AuditAlarm` rows (listed in the admin) and ERROR log lines. Running twice re-checks
 nothing: each notification is audited once.
 """
@@ -17,10 +22,11 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from . import metrics
-from .models import AuditAlarm, Event, EventKind, Notification
+from .models import AuditAlarm, Event, EventKind, EventSource, Exposure, Notification
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +129,55 @@ def claims_audit(*, sample_size: int = 200, since_h: int = 48) -> AuditResult:
                 log.error("claims audit: notification %s (%s) %s", row.pk, row.kind, reason)
             Notification.objects.filter(pk=row.pk).update(audited_at=now)
     return AuditResult(checked=len(sample), alarms=alarms)
+
+
+# A page view is logged when it ends (a socket's Exposure row) and browser events within a batch
+# interval: a purchase younger than this is checked on a later run, once its views are in.
+UNVIEWED_GRACE_S = 15 * 60
+VIEWED_BEFORE_S = 24 * 3600
+
+
+def purchases_unviewed_audit(*, since_h: int = 48, now: dt.datetime | None = None) -> int:
+    """Alarm (once each) on signed purchases received in the last `since_h` hours whose product
+    no visitor viewed in the 24 hours before the purchase: no non-bot browser event of that
+    product, and no page view with the widget's socket. Returns the number of new alarms."""
+    now = now or timezone.now()
+    window = dt.timedelta(seconds=VIEWED_BEFORE_S)
+    browsed = Event.objects.filter(
+        product_id=OuterRef("product_id"),
+        kind__in=(EventKind.VIEW, EventKind.ADD_TO_CART),
+        is_bot=False,
+        occurred_at__gt=OuterRef("occurred_at") - window,
+        occurred_at__lte=OuterRef("occurred_at"),
+    )
+    visited = Exposure.objects.filter(
+        product_id=OuterRef("product_id"),
+        started_at__gt=OuterRef("occurred_at") - window,
+        started_at__lte=OuterRef("occurred_at"),
+    )
+    unviewed = list(
+        Event.objects.filter(
+            kind=EventKind.PURCHASE,
+            source=EventSource.SERVER,
+            verified=True,
+            is_test=False,
+            product__isnull=False,
+            received_at__gte=now - dt.timedelta(hours=since_h),
+            received_at__lte=now - dt.timedelta(seconds=UNVIEWED_GRACE_S),
+            alarm__isnull=True,
+        )
+        .filter(~Exists(browsed), ~Exists(visited))
+        .values_list("pk", "product_id")
+    )
+    for pk, product_id in unviewed:
+        AuditAlarm.objects.get_or_create(
+            event_id=pk,
+            defaults={
+                "reason": "a purchase reported by the store's own server of a product no visitor "
+                "viewed in the 24 hours before it (not withdrawn: check the order)",
+                "claimed": "purchase",
+                "recomputed": "0 views",
+            },
+        )
+        log.error("purchases audit: signed purchase %s of product %s: no view in 24 h", pk, product_id)
+    return len(unviewed)

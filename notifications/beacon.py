@@ -31,7 +31,13 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.http.request import split_domain_port, validate_host
 
-from .identity import client_ip_resolve, user_agent_is_bot, visitor_hash_compute, visitor_hash_if_salted
+from .identity import (
+    address_hash_if_salted,
+    client_ip_resolve,
+    user_agent_is_bot,
+    visitor_hash_compute,
+    visitor_hash_if_salted,
+)
 from .ingest import (
     BROWSER_KINDS,
     BatchFallback,
@@ -210,7 +216,10 @@ async def browser_event_handle(request: RawRequest, *, record, count) -> RawResp
             visitor = await sync_to_async(visitor_hash_compute)(
                 site_id=site.site_id, ip=ip, user_agent=user_agent
             )
-        address_key = visitor_hash_if_salted(site_id=0, ip=ip, user_agent="")
+        # Salted now (the visitor hash above made sure): the address's hash for this site (kept
+        # with the event, SPEC 7) and across sites (the rate limit's key; an IPv6 /64 is one).
+        address_hash = address_hash_if_salted(site_id=site.site_id, ip=ip) or ""
+        address_key = address_hash_if_salted(site_id=0, ip=ip) or ""
         outcome: BrowserOutcome = await record(
             BrowserEvent(
                 site_id=site.site_id,
@@ -218,6 +227,7 @@ async def browser_event_handle(request: RawRequest, *, record, count) -> RawResp
                 kind=data["type"],
                 visitor_hash=visitor,
                 address_key=address_key,
+                address_hash=address_hash,
                 is_bot=user_agent_is_bot(user_agent),
                 context=context_clean(data.get("context") or {}),
             )

@@ -5,8 +5,11 @@ presence and ledger calls, and sends what the hub's round decided. It computes n
 """
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from redis.exceptions import RedisError
 
 from .experiments import Arm, PageExposure, arm_assign
 from .identity import (
+    address_hash_compute,
+    address_network,
     device_class,
     locale_from_accept_language,
     scope_client_ip,
@@ -84,10 +89,54 @@ class WithdrawMessage(TypedDict):
 ServerMessage = NotificationMessage | UpdateMessage | WithdrawMessage
 
 
+class SocketSlots:
+    """Open widget sockets per client address in this process (SPEC 7, "Sockets cost
+    something"): at most CANDOR_SOCKETS_PER_ADDRESS, so one machine cannot hold thousands of
+    sockets (each costs memory and a share of every fan-out round). Keyed by a hash under a key
+    that lives only in this process's memory: the address is never kept, even here."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._open: dict[bytes, int] = {}
+
+    def key_of(self, ip: str) -> bytes:
+        return hmac.new(self._key, address_network(ip).encode(), hashlib.sha256).digest()[:16]
+
+    def take(self, key: bytes) -> bool:
+        held = self._open.get(key, 0)
+        if held >= settings.CANDOR_SOCKETS_PER_ADDRESS:
+            return False
+        self._open[key] = held + 1
+        return True
+
+    def give_back(self, key: bytes) -> None:
+        held = self._open.get(key, 0) - 1
+        if held > 0:
+            self._open[key] = held
+        else:
+            self._open.pop(key, None)
+
+    def held(self, key: bytes) -> int:
+        return self._open.get(key, 0)
+
+
+socket_slots = SocketSlots()
+SOCKETS_RETRY_AFTER_S = 30
+
+
 @dataclass
 class _Shown:
     id: int
     text: str
+
+
+def _identity_compute(*, site_id: int, ip: str, user_agent: str) -> tuple[str, str]:
+    """(visitor hash, address hash) under one salt read."""
+    now = timezone.now()
+    return (
+        visitor_hash_compute(site_id=site_id, ip=ip, user_agent=user_agent, now=now),
+        address_hash_compute(site_id=site_id, ip=ip, now=now),
+    )
 
 
 def _header(scope: dict, name: bytes) -> str:
@@ -111,11 +160,18 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if target is None or not self._origin_ok(target):
             await self.close()  # before accept: the client sees HTTP 403
             return
+        ip = scope_client_ip(self.scope)
+        slot = socket_slots.key_of(ip)
+        if not socket_slots.take(slot):
+            await self._refuse_busy()
+            return
+        self._slot: bytes | None = slot
         user_agent = _header(self.scope, b"user-agent")
         self.is_bot = user_agent_is_bot(user_agent)
-        self.visitor = await database_sync_to_async(visitor_hash_compute)(
-            site_id=target.site_id, ip=scope_client_ip(self.scope), user_agent=user_agent
+        self.visitor, self.address = await database_sync_to_async(_identity_compute)(
+            site_id=target.site_id, ip=ip, user_agent=user_agent
         )
+        del ip
         self.device = device_class(user_agent)
         del user_agent  # never kept beyond the hash and the device class (SPEC 2.7)
         self.header_locale = locale_from_accept_language(_header(self.scope, b"accept-language"))
@@ -143,8 +199,40 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         self._tokens, self._tokens_at = float(MESSAGE_BURST), time.monotonic()
         self.hub = hub_get()
         self.paused = self.hub.session_paused(self.visitor)
+        self.page_seen = False
         await self.accept()
         await self.hub.join(self)
+        self._page_timer = asyncio.get_running_loop().call_later(
+            settings.CANDOR_PAGE_TIMEOUT_S, self._page_timeout
+        )
+
+    async def _refuse_busy(self) -> None:
+        """HTTP 429 before `accept` (the ASGI websocket denial response, which uvicorn and daphne
+        support); a server without it gets a plain refusal (403)."""
+        if "websocket.http.response" not in self.scope.get("extensions", {}):
+            await self.close()
+            return
+        body = json.dumps(
+            {"error": {"code": "rate_limited", "message": "Too many open sockets from this address."}}
+        ).encode()
+        await self.base_send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 429,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(SOCKETS_RETRY_AFTER_S).encode()),
+                ],
+            }
+        )
+        await self.base_send({"type": "websocket.http.response.body", "body": body})
+
+    def _page_timeout(self) -> None:
+        """A socket that has not said which page it is on within CANDOR_PAGE_TIMEOUT_S is not a
+        widget (SPEC 7): closed with 1008, so held-open sockets cost their holder a reconnect."""
+        if not self.page_seen:
+            asyncio.get_running_loop().create_task(self.close(code=CLOSE_POLICY_VIOLATION))
 
     def _origin_ok(self, target: WidgetTarget) -> bool:
         origin = _header(self.scope, b"origin")
@@ -153,7 +241,25 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         except ValueError:
             return False
 
+    async def __call__(self, scope, receive, send) -> None:
+        # The slot is given back however the socket's life ends: a disconnect, an exception in a
+        # handler, or the task cancelled (a server shutting down never sends `disconnect`).
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slot_release()
+
+    def _slot_release(self) -> None:
+        slot = getattr(self, "_slot", None)
+        if slot is not None:
+            self._slot = None
+            socket_slots.give_back(slot)
+        timer = getattr(self, "_page_timer", None)
+        if timer is not None:
+            timer.cancel()
+
     async def disconnect(self, code: int) -> None:
+        self._slot_release()
         if not hasattr(self, "hub"):
             return
         if self._outbox_task is not None:
@@ -228,7 +334,15 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     def presence_entry(self) -> Entry:
         ctx = self.visitor_context
-        return Entry(self.product_id, self.visitor, self.socket_id, self.site_id, ctx.country, ctx.returning)
+        return Entry(
+            self.product_id,
+            self.visitor,
+            self.socket_id,
+            self.site_id,
+            ctx.country,
+            ctx.returning,
+            address=self.address,
+        )
 
     @property
     def listening(self) -> bool:
@@ -346,6 +460,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         sku = message.get("product", self.target.sku)
         if not isinstance(visible, bool) or not isinstance(sku, str):
             return False
+        self.page_seen = True
         if isinstance(message.get("context"), dict):
             before = self.presence_entry()
             self.context = context_clean(message["context"])
@@ -409,6 +524,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             product_id=target.product_id,
             kind=kind,
             visitor_hash=self.visitor,
+            address_hash=self.address,
             is_bot=self.is_bot,
             context=self.context,
         )

@@ -126,6 +126,45 @@ def visitor_hash_if_salted(*, site_id: int, ip: str, user_agent: str) -> str | N
     return hmac.new(salt, f"{site_id}|{ip}|{user_agent}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def address_network(ip: str) -> str:
+    """The client address as SPEC 7 counts it: an IPv4 address, or the /64 of an IPv6 one (a
+    single IPv6 host usually holds a whole /64, so one machine could otherwise pose as 2^64
+    addresses). An IPv4-mapped IPv6 address is its IPv4 address. "" when there is none."""
+    try:
+        address = ipaddress.ip_address(ip.strip().strip("[]")) if ip else None
+    except ValueError:
+        return ip[:64]  # not an IP (a test client's name): itself, as one address
+    if address is None:
+        return ""
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _address_message(site_id: int, ip: str) -> bytes:
+    # A prefix that no visitor-hash message can start with, so the two never collide.
+    return f"address|{site_id}|{address_network(ip)}".encode()
+
+
+def address_hash_compute(*, site_id: int, ip: str, now: dt.datetime | None = None) -> str:
+    """The keyed, daily-salted hash of the client address (SPEC 7), kept beside the visitor hash
+    so counts can take at most CANDOR_VISITORS_PER_ADDRESS visitors of one address. The address
+    itself is never stored; like the visitor hash, this one changes with the salt every day and
+    differs from site to site."""
+    day = (now or timezone.now()).astimezone(dt.UTC).date()
+    return hmac.new(salt_for_day(day), _address_message(site_id, ip), hashlib.sha256).hexdigest()[:16]
+
+
+def address_hash_if_salted(*, site_id: int, ip: str) -> str | None:
+    """The address hash when today's salt is already in memory (no query), else None."""
+    salt = _salt_cache.get(timezone.now().astimezone(dt.UTC).date())
+    if salt is None:
+        return None
+    return hmac.new(salt, _address_message(site_id, ip), hashlib.sha256).hexdigest()[:16]
+
+
 def salt_cache_clear() -> None:
     _salt_cache.clear()
 

@@ -79,6 +79,7 @@ def browser_event_record(
     kind: str,
     visitor_hash: str,
     is_bot: bool,
+    address_hash: str = "",
     source: str = EventSource.SOCKET,
     context: dict | None = None,
 ) -> Event:
@@ -93,6 +94,7 @@ def browser_event_record(
         kind=kind,
         source=source,
         visitor_hash=visitor_hash,
+        address_hash=address_hash,
         occurred_at=now,
         received_at=now,
         verified=False,
@@ -109,9 +111,12 @@ class BrowserEvent:
     product_id: int
     kind: str
     visitor_hash: str
-    address_key: str  # the client address, keyed and hashed: never the raw IP
+    address_key: str  # the client address, keyed and hashed (for the rate limit): never the raw IP
     is_bot: bool
     context: dict
+    # The client address hashed with the site's daily salt, stored beside the visitor hash so a
+    # count takes at most CANDOR_VISITORS_PER_ADDRESS visitors of one address (SPEC 7).
+    address_hash: str = ""
     source: str = EventSource.BROWSER
 
 
@@ -159,6 +164,7 @@ def browser_events_record(events: list[BrowserEvent]) -> list[BrowserOutcome]:
                 kind=event.kind,
                 source=event.source,
                 visitor_hash=event.visitor_hash,
+                address_hash=event.address_hash,
                 occurred_at=now,
                 received_at=now,
                 verified=False,

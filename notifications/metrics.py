@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import TruncDate
 
-from .models import Event, EventKind
+from .models import Event, EventKind, EventSource, PurchaseSources
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def viewing_now(
         true_value=others,
         window_s=ttl_s,
         evidence={
-            "aggregate": "distinct visitor hashes with a visible page on the product",
+            "aggregate": "distinct visitor hashes with a visible page on the product, at most "
+            f"{settings.CANDOR_VISITORS_PER_ADDRESS} per client address",
             "distinct_visitors": len(presence.visitors),
             "recipient_excluded": mine is not None,
             "presence_ttl_s": ttl_s,
@@ -125,16 +127,21 @@ def purchases_live(*, product_id: int, since: datetime, at: datetime):
         kind__in=WITHDRAWALS,
         received_at__lte=at,
     ).filter(Q(product__isnull=True) | Q(product_id=OuterRef("product_id")))
-    return Event.objects.filter(
-        product_id=product_id,
-        kind=EventKind.PURCHASE,
-        verified=True,
-        is_test=False,
-        is_bot=False,
-        occurred_at__gt=since,
-        occurred_at__lte=at,
-        received_at__lte=at,
-    ).filter(~Exists(withdrawn))
+    return (
+        Event.objects.filter(
+            product_id=product_id,
+            kind=EventKind.PURCHASE,
+            verified=True,
+            is_test=False,
+            is_bot=False,
+            occurred_at__gt=since,
+            occurred_at__lte=at,
+            received_at__lte=at,
+        )
+        # A site that promised `purchases_from = platform` counts no order its own server reported.
+        .exclude(source=EventSource.SERVER, site__purchases_from=PurchaseSources.PLATFORM)
+        .filter(~Exists(withdrawn))
+    )
 
 
 def recent_purchase(
@@ -202,8 +209,10 @@ def add_to_cart_in_window(
 
     A visitor's hash changes with the daily salt, so one shopper on both sides of midnight UTC
     has two hashes. Summing the days could count them twice; the largest single day's distinct
-    count never can, so that is the lower bound reported (SPEC 2.1)."""
-    per_day = (
+    count never can, so that is the lower bound reported (SPEC 2.1). Within a day, one client
+    address adds at most CANDOR_VISITORS_PER_ADDRESS shoppers however many User-Agents it rotates
+    (SPEC 7); rows from before the address was recorded share one address ("")."""
+    per_address = (
         Event.objects.filter(
             product_id=product_id,
             kind=EventKind.ADD_TO_CART,
@@ -213,10 +222,14 @@ def add_to_cart_in_window(
         )
         .exclude(visitor_hash="")
         .annotate(day=TruncDate("occurred_at", tzinfo=UTC))
-        .values("day")
+        .values("day", "address_hash")
         .annotate(shoppers=Count("visitor_hash", distinct=True))
     )
-    days = {row["day"].isoformat(): row["shoppers"] for row in per_day}
+    cap = settings.CANDOR_VISITORS_PER_ADDRESS
+    days: dict[str, int] = {}
+    for row in per_address:
+        day = row["day"].isoformat()
+        days[day] = days.get(day, 0) + min(cap, row["shoppers"])
     shoppers = max(days.values(), default=0)
     return Metric(
         metric="add_to_cart_in_window",
@@ -224,7 +237,9 @@ def add_to_cart_in_window(
         groups={"category": (category, shoppers)} if category else {},
         window_s=window_s,
         evidence={
-            "aggregate": "distinct non-bot visitors adding to cart; the largest single UTC day",
+            "aggregate": "distinct non-bot visitors adding to cart, at most "
+            f"{cap} per client address; the largest single UTC day",
+            "visitors_per_address": cap,
             "per_day": days,
             "window_s": window_s,
             "computed_at": at.isoformat(),

@@ -38,6 +38,11 @@ def label_clean(value: str) -> str:
     return " ".join(kept.split())
 
 
+class PurchaseSources(models.TextChoices):
+    ANY = "any", "Any verified source (the store's signed API and platform webhooks)"
+    PLATFORM = "platform", "Platform-verified only (Shopify or WooCommerce webhooks)"
+
+
 class Site(models.Model):
     """A store. Its public key is embedded in pages; its secrets sign server-to-server calls."""
 
@@ -67,6 +72,14 @@ class Site(models.Model):
         help_text="A verified purchase counts as a conversion of a visitor's arm when it comes at most "
         "this many hours after their first exposure (1–24: the daily salt limits how far back a "
         "visitor can be linked).",
+    )
+    purchases_from = models.CharField(
+        max_length=10,
+        choices=PurchaseSources.choices,
+        default=PurchaseSources.ANY,
+        help_text="Which purchases count toward every purchase claim: orders reported by the store's "
+        "own signed API and verified platform webhooks, or only the verified Shopify/WooCommerce "
+        "webhooks (a promise to shoppers that no order the store typed in itself is counted).",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -183,6 +196,9 @@ class Event(models.Model):
     source = models.CharField(max_length=20, choices=EventSource.choices)
     # Daily-salted keyed hash; never a raw IP or User-Agent (SPEC 2.7).
     visitor_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    # The client address, keyed and daily-salted like the visitor hash, never the address itself:
+    # a count takes at most CANDOR_VISITORS_PER_ADDRESS visitors of one address (SPEC 7).
+    address_hash = models.CharField(max_length=32, blank=True, default="")
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
@@ -314,15 +330,25 @@ class HourlyRollup(models.Model):
 
 
 class AuditAlarm(models.Model):
-    """A logged claim that the ledger does not back (SPEC 2.6). Any row here is a bug to chase."""
+    """A logged claim that the ledger does not back (SPEC 2.6): any such row is a bug to chase.
+    Or (`event` set) a signed purchase of a product that no visitor viewed in the 24 hours before
+    it (SPEC 7): a sign of orders the store invented. That purchase is not withdrawn: the alarm
+    asks a person to look."""
 
-    notification = models.OneToOneField(Notification, on_delete=models.CASCADE, related_name="alarm")
+    notification = models.OneToOneField(
+        Notification, on_delete=models.CASCADE, related_name="alarm", null=True, blank=True
+    )
+    event = models.OneToOneField(
+        "Event", on_delete=models.CASCADE, related_name="alarm", null=True, blank=True
+    )
     found_at = models.DateTimeField(default=timezone.now)
     reason = models.CharField(max_length=500)
     claimed = models.CharField(max_length=40)
     recomputed = models.CharField(max_length=40, blank=True)
 
     def __str__(self) -> str:
+        if self.event_id:
+            return f"Purchase #{self.event_id}: {self.reason}"
         return f"Claim #{self.notification_id}: {self.reason}"
 
 

@@ -39,10 +39,13 @@ class Entry:
     # the store's returning hint. Never anything that identifies.
     country: str = ""
     returning: str = ""
+    # The keyed, salted hash of the client address (identity.address_hash_compute), never the
+    # address: at most CANDOR_VISITORS_PER_ADDRESS visitors of one address count (SPEC 7).
+    address: str = ""
 
     @property
     def member(self) -> str:
-        return f"{self.visitor}|{self.socket_id}|{self.country}|{self.returning}"
+        return f"{self.visitor}|{self.socket_id}|{self.country}|{self.returning}|{self.address}"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -54,12 +57,29 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _by_visitor(members) -> dict[str, tuple[str, str]]:
-    """Distinct visitors (two tabs are one) with their (country, returning) attributes."""
+def _by_visitor(members, *, per_address: int | None = None) -> dict[str, tuple[str, str]]:
+    """Distinct visitors (two tabs are one) with their (country, returning) attributes, at most
+    `per_address` (CANDOR_VISITORS_PER_ADDRESS) of one client address (SPEC 7): one machine
+    rotating User-Agents is many visitor hashes but adds at most that many. Which of an address's
+    visitors count is fixed by their hashes (the smallest), so every process and every round picks
+    the same ones. A member without an address (written before this rule) is grouped under "".
+    """
+    if per_address is None:
+        per_address = settings.CANDOR_VISITORS_PER_ADDRESS
     found: dict[str, tuple[str, str]] = {}
+    address_of: dict[str, str] = {}
     for member in members:
-        visitor, _socket, country, returning = ([*member.split("|", 3), "", ""])[:4]
-        found.setdefault(visitor, (country, returning))
+        visitor, _socket, country, returning, address = ([*member.split("|", 4), "", "", ""])[:5]
+        if visitor not in found:
+            found[visitor] = (country, returning)
+            address_of[visitor] = address
+    by_address: dict[str, list[str]] = {}
+    for visitor, address in address_of.items():
+        by_address.setdefault(address, []).append(visitor)
+    for visitors in by_address.values():
+        if len(visitors) > per_address:
+            for visitor in sorted(visitors)[per_address:]:
+                del found[visitor]
     return found
 
 
@@ -211,9 +231,9 @@ def visitors_now(product_id: int) -> dict[str, tuple[str, str]]:
             client.close()
         return _by_visitor(m.decode() for m in members)
     now = _now_ms()
-    found: dict[str, tuple[str, str]] = {}
+    live: list[str] = []
     for store in list(_stores.values()):
         if isinstance(store, MemoryPresence):
             members = store._sets.get(KEY_PREFIX + str(product_id), {})
-            found.update(_by_visitor(m for m, expiry in list(members.items()) if expiry > now))
-    return found
+            live += [m for m, expiry in list(members.items()) if expiry > now]
+    return _by_visitor(live)

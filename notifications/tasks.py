@@ -31,3 +31,4 @@ def retention_purge_task() -> None:
 @shared_task(name="candor.claims_audit", ignore_result=True, **RETRIES)
 def claims_audit_task(sample_size: int = 200) -> None:
     audit.claims_audit(sample_size=sample_size)
+    audit.purchases_unviewed_audit()
