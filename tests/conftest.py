@@ -3,6 +3,7 @@ import os
 import pytest
 from django.conf import settings
 
+from notifications.consumers import socket_slots
 from notifications.identity import salt_cache_clear
 from notifications.limits import limits_forget
 from notifications.selectors import policy_catalogs_forget, widget_targets_forget
@@ -42,6 +43,7 @@ def _cache_clear():
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
+    socket_slots.__init__()  # sockets a test's communicators left open hold no slot in the next
     salt_cache_clear()
     widget_targets_forget()
     policy_catalogs_forget()

@@ -111,7 +111,7 @@ def test_a_purchase_recorded_after_a_moment_is_not_counted_at_that_moment(produc
     assert counts(product, at=before) == [0, 0]
 
 
-def _cart(product, visitor, *, day_offset=0, is_bot=False):
+def _cart(product, visitor, *, day_offset=0, is_bot=False, address=None):
     now = timezone.now()
     moment = now - dt.timedelta(days=day_offset, minutes=1)
     return record(
@@ -119,6 +119,7 @@ def _cart(product, visitor, *, day_offset=0, is_bot=False):
         "add_to_cart",
         order="",
         visitor_hash=visitor,
+        address_hash=f"addr-{visitor}" if address is None else address,  # a shopper, an address
         is_bot=is_bot,
         source="browser",
         occurred_at=moment,
@@ -140,7 +141,15 @@ def test_add_to_cart_never_sums_across_salt_days(product):
     at = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
     for visitor, hours_ago in (("old-a", 20), ("old-b", 20), ("new-a", 1), ("new-b", 1), ("new-c", 1)):
         moment = at - dt.timedelta(hours=hours_ago)
-        record(product, "add_to_cart", order="", visitor_hash=visitor, occurred_at=moment, received_at=moment)
+        record(
+            product,
+            "add_to_cart",
+            order="",
+            visitor_hash=visitor,
+            address_hash=f"addr-{visitor}",
+            occurred_at=moment,
+            received_at=moment,
+        )
     metric = metrics.add_to_cart_in_window(product_id=product.pk, at=at)
     assert metric.true_value == 3
     assert sorted(metric.evidence["per_day"].values()) == [2, 3]
@@ -184,3 +193,14 @@ def test_counts_equal_a_brute_force_count_of_live_orders(db, rows):
         }
         expected.append(len(live - withdrawn))
     assert counts(product) == expected
+
+
+def test_add_to_cart_takes_at_most_the_cap_of_one_address(product, settings):
+    """SPEC 7: one address rotating User-Agents adds at most CANDOR_VISITORS_PER_ADDRESS."""
+    for i in range(10):
+        _cart(product, f"rotating{i}", address="one-machine")
+    for visitor in ("h1", "h2"):
+        _cart(product, visitor)
+    assert metrics.add_to_cart_in_window(product_id=product.pk, at=timezone.now()).true_value == 2 + 2
+    settings.CANDOR_VISITORS_PER_ADDRESS = 1
+    assert metrics.add_to_cart_in_window(product_id=product.pk, at=timezone.now()).true_value == 1 + 2

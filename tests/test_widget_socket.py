@@ -2,6 +2,7 @@
 the embedded in-process one and the real Redis (the `realtime_mode` fixture)."""
 
 import asyncio
+import hashlib
 import json
 
 import pytest
@@ -33,12 +34,21 @@ def target(product):
     return {"key": product.site.public_key, "sku": product.sku, "product_id": product.pk}
 
 
-def communicator(target, ua, *, origin=DEMO_ORIGIN, sku=None, key=None):
+def address_of(ua: str) -> str:
+    """A loopback address of this shopper's own (SPEC 7 counts at most two visitors of one
+    address): derived from its User-Agent, so one shopper's tabs share it and two shoppers don't."""
+    digest = hashlib.sha256(ua.encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
+
+
+def communicator(target, ua, *, origin=DEMO_ORIGIN, sku=None, key=None, client=None):
     headers = [(b"user-agent", ua.encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     path = f"/ws/v1/widget?key={key or target['key']}&product={sku or target['sku']}"
-    return WebsocketCommunicator(application, path, headers=headers)
+    comm = WebsocketCommunicator(application, path, headers=headers)
+    comm.scope["client"] = (client or address_of(ua), 50000)
+    return comm
 
 
 async def open_visible(target, ua, **kwargs):

@@ -7,6 +7,12 @@ cart (the browser event and the shop's own cart form) and sometimes checks out t
 checkout, whose backend reports the purchase to Candor with a signature. Nothing is written to
 any table directly, so every toast the demo shows is true. It prints what it does.
 
+Each shopper also has an address of its own when the demo is served on this machine: Candor
+counts at most two visitors per client address (SPEC 7), and Linux routes all of 127.0.0.0/8 to
+the loopback interface, so each simulated shopper connects from its own 127.x.y.z, as shoppers at
+home each come from their own. Served elsewhere, the shoppers share this machine's address, and
+Candor (rightly) counts at most two of them.
+
 Each time a shopper steps away, another one (a new visitor) takes its place, so a run yields
 many visitor-days for the experiment dashboard. At checkout the shopper does what the cart page's
 script does: asks Candor for its visitor token and sends it with the order.
@@ -18,10 +24,14 @@ by 1 + --toast-effect, and seeing a number above --reactance-at multiplies it by
 """
 
 import asyncio
+import functools
+import http.client
 import http.cookiejar
+import ipaddress
 import json
 import random
 import re
+import socket
 import time
 import urllib.parse
 import urllib.request
@@ -33,6 +43,36 @@ from django.core.management.base import BaseCommand, CommandError
 from storefront_demo.models import DemoProduct
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+def loopback_served(base: str) -> bool:
+    """True when `base` is served on this machine's loopback (so any 127.x.y.z can reach it)."""
+    host = urllib.parse.urlsplit(base).hostname or ""
+    try:
+        return all(
+            ipaddress.ip_address(info[4][0]).is_loopback and info[0] == socket.AF_INET
+            for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        )
+    except (OSError, ValueError):
+        return False
+
+
+def shopper_address(n: int, visit: int) -> str:
+    """A loopback address of this shopper's own: 127.<n>.<visit>. Never 127.0.0.x, which a test
+    or a deployment may treat as a trusted proxy."""
+    return f"127.{1 + (n - 1) % 254}.{(visit - 1) // 254 % 256}.{1 + (visit - 1) % 254}"
+
+
+class _SourceHTTPHandler(urllib.request.HTTPHandler):
+    """Plain HTTP from a given source address."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def http_open(self, req):
+        connection = functools.partial(http.client.HTTPConnection, source_address=(self.source, 0))
+        return self.do_open(connection, req)
 
 
 @dataclass
@@ -52,6 +92,7 @@ class Shopper:
         # A simulation's dice, seeded for repeatable runs: nothing here is a secret.
         self.rng = random.Random(options["seed"] * 1000 + n)  # noqa: S311  # nosec B311  # not a secret
         self.visit = 0
+        self.bind = loopback_served(self.base)
         self.arrive()
 
     def arrive(self) -> None:
@@ -59,7 +100,11 @@ class Shopper:
         self.visit += 1
         self.user_agent = f"{UA} demo-shopper/{self.n}.{self.visit}"
         self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.address = shopper_address(self.n, self.visit) if self.bind else None
+        handlers = [urllib.request.HTTPCookieProcessor(self.jar)]
+        if self.address:
+            handlers.append(_SourceHTTPHandler(self.address))
+        self.opener = urllib.request.build_opener(*handlers)
         self.seen_max = -1  # the highest number seen on a toast this visit; -1: no toast yet
 
     # --- HTTP, as a browser would send it ---------------------------------------------------
@@ -112,16 +157,17 @@ class Shopper:
         url = self.base.replace("http", "ws", 1) + f"/ws/v1/widget?key={key.group(1)}&product={sku}"
         self.say(f"views {sku}")
         try:
+            source = {"local_addr": (self.address, 0)} if self.address else {}
             async with websockets.connect(
-                url, origin=self.origin, user_agent_header=self.user_agent, open_timeout=10
-            ) as socket:
-                await socket.send(json.dumps({"type": "page", "product": sku, "visible": True}))
+                url, origin=self.origin, user_agent_header=self.user_agent, open_timeout=10, **source
+            ) as ws:
+                await ws.send(json.dumps({"type": "page", "product": sku, "visible": True}))
                 dwell = self.rng.uniform(*self.options["dwell"])
                 end = min(deadline, time.monotonic() + dwell)
                 carted = False
                 while time.monotonic() < end:
                     try:
-                        raw = await asyncio.wait_for(socket.recv(), timeout=max(0.05, end - time.monotonic()))
+                        raw = await asyncio.wait_for(ws.recv(), timeout=max(0.05, end - time.monotonic()))
                     except TimeoutError:
                         break
                     message = json.loads(raw)
