@@ -45,9 +45,10 @@ def _window_words(window_s: int) -> str:
     return f"the last {window_s} seconds"
 
 
-def why(request, notification_id: int):
+def why(request, public_id: str):
+    # Looked up by the random public id only: the row's integer id is never a /why/ address.
     notification = get_object_or_404(
-        Notification.objects.select_related("site", "product"), pk=notification_id
+        Notification.objects.select_related("site", "product"), public_id=public_id
     )
     what, how = METRIC_BASIS.get(notification.kind, (notification.kind, ""))
     window = _window_words(notification.window_s)
