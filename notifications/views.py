@@ -71,4 +71,6 @@ def why(request, public_id: str):
         "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     )
+    # A claim is for the shopper who saw it, not for search engines (SPEC 7); the page says it too.
+    response["X-Robots-Tag"] = "noindex"
     return response

@@ -1,4 +1,4 @@
-"""`/why/<public id>`: ids nobody can walk (SPEC 2.6, 5 and 7)."""
+"""`/why/<public id>`: ids nobody can walk, pages search engines do not keep (SPEC 2.6, 5 and 7)."""
 
 import re
 
@@ -49,6 +49,14 @@ def test_why_answers_on_the_public_id_and_an_integer_url_is_404(client, product)
     # The row's integer id, its neighbours and a made-up id of the right shape are all unknown.
     for guess in (notification.pk, notification.pk + 1, 1, 17, "A" * 22):
         assert client.get(f"/why/{guess}").status_code == 404, guess
+
+
+def test_why_pages_are_noindex_under_the_strict_csp(client, product):
+    response = client.get(f"/why/{_viewing(product).public_id}")
+    assert response["X-Robots-Tag"] == "noindex"
+    assert '<meta name="robots" content="noindex">' in response.content.decode()
+    assert response["Content-Security-Policy"].startswith("default-src 'none';")
+    assert "script-src" not in response["Content-Security-Policy"]
 
 
 @pytest.mark.django_db(transaction=True)
