@@ -1,17 +1,28 @@
-"""`/why/<public id>`: ids nobody can walk, pages search engines do not keep (SPEC 2.6, 5 and 7)."""
+"""`/why/<public id>`: ids nobody can walk, pages search engines do not keep, and purchase claims
+that say where their purchases came from (SPEC 2.6, 5 and 7)."""
 
+import datetime as dt
 import re
 
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
-from notifications.models import Notification
-from tests.factories import ProductFactory
+from notifications import metrics
+from notifications.models import Event, Notification
+from tests.factories import ProductFactory, SiteFactory
+from tests.test_api_server_events import purchase, send
+from tests.test_api_webhooks import SHOPIFY_SECRET, shopify, shopify_order
+from tests.test_tasks import _log
 
 pytestmark = pytest.mark.django_db
 
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{22,}")
+SERVER_CAVEAT = (
+    "The store's own server signs its reports with the store's secret key, so no one else can send "
+    "them, but no platform checks them: they are only as truthful as the store."
+)
 
 
 @pytest.fixture
@@ -32,6 +43,12 @@ def _viewing(product, **over) -> Notification:
         "policy_version": "default",
     }
     return Notification.objects.create(**{**fields, **over})
+
+
+def _text(response) -> str:
+    """The page's words, tags dropped and whitespace collapsed (Django escapes apostrophes)."""
+    page = response.content.decode().replace("&#x27;", "'")
+    return " ".join(re.sub(r"<[^>]+>", " ", page).split())
 
 
 def test_every_notification_gets_its_own_random_public_id(product):
@@ -57,6 +74,75 @@ def test_why_pages_are_noindex_under_the_strict_csp(client, product):
     assert '<meta name="robots" content="noindex">' in response.content.decode()
     assert response["Content-Security-Policy"].startswith("default-src 'none';")
     assert "script-src" not in response["Content-Security-Policy"]
+
+
+@pytest.fixture
+def shop(client):
+    """One product with three orders reported by the store's signed API and two paid orders
+    delivered by a verified Shopify webhook."""
+    site = SiteFactory(shopify_secret=SHOPIFY_SECRET)
+    ipod = ProductFactory(site=site, sku="IPOD2008GREEN")
+    for n in range(3):
+        payload = purchase(ipod, event_id=f"evt-{n}", order_id=f"S-{n}", items=[{"product": ipod.sku}])
+        assert send(client, payload, site=site).status_code == 202
+    for n in range(2):
+        order = shopify_order(id=880_000 + n, financial_status="paid")
+        assert shopify(client, site, "orders/create", order, delivery=f"d-{n}").status_code == 200
+    assert sorted(Event.objects.filter(kind="purchase").values_list("source", flat=True)) == [
+        "server",
+        "server",
+        "server",
+        "shopify",
+        "shopify",
+    ]
+    return ipod
+
+
+def test_why_says_where_counted_purchases_came_from(client, shop):
+    notification = _log(shop, metrics.purchases_in_window(product_id=shop.pk, at=timezone.now())[0])
+    assert notification.claim["displayed"] == "5"
+    response = client.get(f"/why/{notification.public_id}")
+    assert response.status_code == 200
+    text = _text(response)
+    assert "Reported by the store's own server (signed API): 3 orders." in text
+    assert "Verified by Shopify: 2 orders." in text
+    assert SERVER_CAVEAT in text
+    assert "WooCommerce: " not in text
+    assert response["Content-Security-Policy"].startswith("default-src 'none';")
+
+
+def test_why_names_the_source_of_a_recent_purchase(client, shop):
+    # The newest purchase is a Shopify one: no caveat about the store's own reports.
+    Event.objects.filter(source="server").update(occurred_at=timezone.now() - dt.timedelta(minutes=50))
+    notification = _log(shop, metrics.recent_purchase(product_id=shop.pk, at=timezone.now()))
+    text = _text(client.get(f"/why/{notification.public_id}"))
+    assert "Verified by Shopify: 1 order." in text
+    assert "Reported by the store's own server" not in text and SERVER_CAVEAT not in text
+
+
+def test_provenance_counts_only_this_products_purchases(client, shop):
+    """Evidence naming another product's purchase, or a non-purchase, never adds to a source."""
+    other = ProductFactory(site=shop.site)
+    elsewhere = Event.objects.create(
+        site=shop.site,
+        product=other,
+        kind="purchase",
+        source="woocommerce",
+        occurred_at=timezone.now(),
+        order_id="W-1",
+        verified=True,
+    )
+    notification = _log(shop, metrics.purchases_in_window(product_id=shop.pk, at=timezone.now())[0])
+    evidence = {**notification.evidence, "event_ids": [*notification.evidence["event_ids"], elsewhere.pk]}
+    Notification.objects.filter(pk=notification.pk).update(evidence=evidence)
+    text = _text(client.get(f"/why/{notification.public_id}"))
+    assert "WooCommerce" not in text
+    assert "Verified by Shopify: 2 orders." in text
+
+
+def test_a_viewing_claim_has_no_purchase_provenance(client, product):
+    text = _text(client.get(f"/why/{_viewing(product).public_id}"))
+    assert "Where the orders came from" not in text and SERVER_CAVEAT not in text
 
 
 @pytest.mark.django_db(transaction=True)
