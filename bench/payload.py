@@ -7,7 +7,8 @@ def payload_text(round_no: int, displayed: str = "10") -> str:
     return json.dumps(
         {
             "type": "update",
-            "id": 100_000 + round_no,
+            # A notification's public id: 22 url-safe characters, like secrets.token_urlsafe(16).
+            "id": f"bench-{round_no:016d}",
             "text": f"{displayed} other people are viewing this",
             "claim": {"metric": "viewing_now", "window_s": 30, "displayed": displayed},
         },

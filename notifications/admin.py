@@ -283,9 +283,17 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "policy_version",
         "created_at",
         "audit",
+        "why_page",
     )
     list_filter = ("kind", "site", "policy_version")
+    # A shopper or auditor quotes the public id from a /why/ address: find the row by it.
+    search_fields = ("public_id",)
+    readonly_fields = ("why_page",)
     date_hierarchy = "created_at"
+
+    @admin.display(description="Why page")
+    def why_page(self, obj: Notification) -> str:
+        return format_html('<a href="{}">{}</a>', reverse("why", args=[obj.public_id]), obj.public_id)
 
     @admin.display(description="Audit")
     def audit(self, obj: Notification) -> str:

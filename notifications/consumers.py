@@ -66,7 +66,8 @@ class Claim(TypedDict):
 
 class NotificationMessage(TypedDict):
     type: Literal["notification"]
-    id: int
+    # The notification's public id (Notification.public_id), never the row's integer id.
+    id: str
     kind: str
     text: str
     claim: Claim
@@ -76,14 +77,14 @@ class NotificationMessage(TypedDict):
 
 class UpdateMessage(TypedDict):
     type: Literal["update"]
-    id: int
+    id: str
     text: str
     claim: Claim
 
 
 class WithdrawMessage(TypedDict):
     type: Literal["withdraw"]
-    id: int
+    id: str
 
 
 ServerMessage = NotificationMessage | UpdateMessage | WithdrawMessage
@@ -126,7 +127,7 @@ SOCKETS_RETRY_AFTER_S = 30
 
 @dataclass
 class _Shown:
-    id: int
+    id: str
     text: str
 
 
@@ -364,23 +365,23 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
         return self.force_snapshot or shown.text != decision.text
 
-    def claim_message(self, decision: Decision, notification_id: int) -> ServerMessage:
+    def claim_message(self, decision: Decision, public_id: str) -> ServerMessage:
         claim: Claim = decision.claim  # type: ignore[assignment]
         previous = self.shown.get(decision.kind)
-        self.shown[decision.kind] = _Shown(notification_id, decision.text)
+        self.shown[decision.kind] = _Shown(public_id, decision.text)
         if previous is not None:
-            return UpdateMessage(type="update", id=notification_id, text=decision.text, claim=claim)
+            return UpdateMessage(type="update", id=public_id, text=decision.text, claim=claim)
         if decision.kind in self.suspended:
             self.suspended.discard(decision.kind)
         else:
             self.opened[decision.kind] = self.opened.get(decision.kind, 0) + 1
         return NotificationMessage(
             type="notification",
-            id=notification_id,
+            id=public_id,
             kind=decision.kind,
             text=decision.text,
             claim=claim,
-            why_url=self._why_url(notification_id),
+            why_url=self._why_url(public_id),
             ttl_ms=TOAST_TTL_MS,
         )
 
@@ -418,10 +419,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 log.debug("outbox send failed: %s", exc)
                 return
 
-    def _why_url(self, notification_id: int) -> str:
+    def _why_url(self, public_id: str) -> str:
         host = _header(self.scope, b"host") or "localhost"
         scheme = "https" if self.scope.get("scheme") == "wss" else "http"
-        return f"{scheme}://{host}/why/{notification_id}"
+        return f"{scheme}://{host}/why/{public_id}"
 
     # --- client messages ---------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

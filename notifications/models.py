@@ -1,5 +1,6 @@
 """Candor's tables: sites and their catalog, the append-only ledger, and the notification log."""
 
+import secrets
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -235,9 +236,17 @@ class Event(models.Model):
         raise AppendOnlyError("The event ledger is append-only.")
 
 
-class Notification(models.Model):
-    """One row per distinct emitted claim; its id is what every recipient gets and /why/ explains."""
+def notification_public_id() -> str:
+    # 16 random bytes, 22 url-safe characters: the row's integer id would let anyone walk every
+    # store's claims on /why/ and read off how many a store emits (SPEC 7).
+    return secrets.token_urlsafe(16)
 
+
+class Notification(models.Model):
+    """One row per distinct emitted claim; its public id is what every recipient gets and /why/
+    explains. The integer primary key stays internal (admin, audit, foreign keys)."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=notification_public_id, editable=False)
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="notifications")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="notifications")
     kind = models.CharField(max_length=40)
@@ -260,7 +269,7 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.text}"
+        return f"{self.public_id} {self.text}"
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("The notification log is append-only.")

@@ -4,9 +4,11 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch
 
 from .models import (
+    Event,
+    EventKind,
     MessageTemplate,
     PolicyConfig,
     PolicySnapshot,
@@ -288,3 +290,15 @@ def policy_by_version(version: str, *, site_id: int) -> Policy | None:
         if segment.policy.version == version:
             return segment.policy
     return None
+
+
+def purchase_sources_count(*, product_id: int, event_ids: list) -> dict[str, int]:
+    """Distinct orders per `Event.source` among a claim's evidence (SPEC 7: the store's own
+    evidence is labelled). Only purchases of that product count, whatever the evidence lists."""
+    ids = [event_id for event_id in event_ids if isinstance(event_id, int)]
+    rows = (
+        Event.objects.filter(pk__in=ids, product_id=product_id, kind=EventKind.PURCHASE)
+        .values("source")
+        .annotate(orders=Count("order_id", distinct=True))
+    )
+    return {row["source"]: row["orders"] for row in rows}

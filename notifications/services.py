@@ -212,8 +212,8 @@ def notification_log_record(
     evidence: dict,
     policy_version: str,
     recipient_count: int,
-) -> int:
-    """Log a claim emitted to `recipient_count` sockets; returns the id they all receive.
+) -> str:
+    """Log a claim emitted to `recipient_count` sockets; returns the public id they all receive.
 
     One row per distinct emitted claim (same text, claim and policy version, SPEC 2.6). The row
     keeps the lowest true value any recipient had and the evidence of its first emission.
@@ -238,7 +238,7 @@ def notification_log_record(
             true_value=Least("true_value", true_value),
             last_emitted_at=now,
         )
-        return row.pk
+        return row.public_id
     row = Notification.objects.create(
         site_id=site_id,
         product_id=product_id,
@@ -253,7 +253,7 @@ def notification_log_record(
         created_at=now,
         last_emitted_at=now,
     )
-    return row.pk
+    return row.public_id
 
 
 def ingest_refusal_count(*, site_id: int | None, endpoint: str, code: str) -> None:

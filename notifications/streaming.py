@@ -308,7 +308,7 @@ class Hub:
                 exposure.displayed(kind, decision.claim["displayed"], new=True)
         for group in per_claim.values():
             lowest = min(group, key=lambda pair: pair[1].true_value)[1]
-            notification_id = await database_sync_to_async(notification_log_record)(
+            public_id = await database_sync_to_async(notification_log_record)(
                 site_id=group[0][0].site_id,
                 product_id=product_id,
                 kind=lowest.kind,
@@ -323,7 +323,7 @@ class Hub:
             # host in why_url): serialise once per distinct message, not once per socket.
             texts: dict[tuple, dict] = {}
             for consumer, decision in group:
-                message = consumer.claim_message(decision, notification_id)
+                message = consumer.claim_message(decision, public_id)
                 text_key = (message["type"], message.get("why_url"))
                 event = texts.get(text_key)
                 if event is None:

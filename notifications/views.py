@@ -2,9 +2,10 @@
 
 from django.shortcuts import get_object_or_404, render
 
-from .models import Notification
+from .metrics import EVIDENCE_IDS_MAX
+from .models import EventSource, Notification
 from .policy import policy_default
-from .selectors import policy_by_version
+from .selectors import policy_by_version, purchase_sources_count
 
 METRIC_BASIS = {
     "viewing_now": (
@@ -34,6 +35,37 @@ METRIC_BASIS = {
 }
 
 
+# Where the counted purchases came from, in the shopper's words (SPEC 7). The store's own
+# reports come first: they are the ones a shopper should weigh.
+SOURCE_WORDS = {
+    EventSource.SERVER: "Reported by the store's own server (signed API)",
+    EventSource.SHOPIFY: "Verified by Shopify",
+    EventSource.WOOCOMMERCE: "Verified by WooCommerce",
+}
+SERVER_CAVEAT = (
+    "The store's own server signs its reports with the store's secret key, so no one else can send "
+    "them, but no platform checks them: they are only as truthful as the store."
+)
+PURCHASE_KINDS = ("recent_purchase", "purchases_in_window")
+
+
+def _provenance(notification: Notification) -> tuple[list[str], bool, int]:
+    """Where a purchase claim's purchases came from: one sentence per source (distinct orders,
+    read from the ledger rows its evidence names), whether any came from the store's own server,
+    and EVIDENCE_IDS_MAX when the evidence list was cut there (else 0). Nothing for other kinds."""
+    if notification.kind not in PURCHASE_KINDS:
+        return [], False, 0
+    event_ids = (notification.evidence or {}).get("event_ids") or []
+    orders = purchase_sources_count(product_id=notification.product_id, event_ids=event_ids)
+    lines = [
+        f"{words}: {orders[source]} order{'' if orders[source] == 1 else 's'}."
+        for source, words in SOURCE_WORDS.items()
+        if orders.get(source)
+    ]
+    partial = EVIDENCE_IDS_MAX if len(event_ids) >= EVIDENCE_IDS_MAX else 0
+    return lines, bool(orders.get(EventSource.SERVER)), partial
+
+
 def _window_words(window_s: int) -> str:
     if window_s % 86400 == 0:
         days = window_s // 86400
@@ -45,13 +77,15 @@ def _window_words(window_s: int) -> str:
     return f"the last {window_s} seconds"
 
 
-def why(request, notification_id: int):
+def why(request, public_id: str):
+    # Looked up by the random public id only: the row's integer id is never a /why/ address.
     notification = get_object_or_404(
-        Notification.objects.select_related("site", "product"), pk=notification_id
+        Notification.objects.select_related("site", "product"), public_id=public_id
     )
     what, how = METRIC_BASIS.get(notification.kind, (notification.kind, ""))
     window = _window_words(notification.window_s)
     policy = policy_by_version(notification.policy_version, site_id=notification.site_id) or policy_default()
+    provenance, from_server, provenance_partial = _provenance(notification)
     response = render(
         request,
         "notifications/why.html",
@@ -63,6 +97,9 @@ def why(request, notification_id: int):
             "displayed": notification.claim.get("displayed"),
             "capped": str(notification.claim.get("displayed", "")).endswith("+"),
             "policy": policy,
+            "provenance": provenance,
+            "provenance_partial": provenance_partial,
+            "server_caveat": SERVER_CAVEAT if from_server else "",
         },
     )
     # The page shows store-provided text (product names): a strict policy, no inline anything.
@@ -70,4 +107,6 @@ def why(request, notification_id: int):
         "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
         "frame-ancestors 'none'"
     )
+    # A claim is for the shopper who saw it, not for search engines (SPEC 7); the page says it too.
+    response["X-Robots-Tag"] = "noindex"
     return response

@@ -169,7 +169,7 @@ def test_an_admin_edit_drops_invisible_characters_too(superuser_client, hostile_
 
 
 def test_the_why_page_shows_hostile_names_as_text(client, hostile_product):
-    response = client.get(f"/why/{_notification(hostile_product).pk}")
+    response = client.get(f"/why/{_notification(hostile_product).public_id}")
     assert response.status_code == 200
     assert_shown_as_text(response)
     assert "script-src" not in response["Content-Security-Policy"]  # default-src 'none': no script at all
@@ -184,7 +184,7 @@ async def test_a_socket_notification_carries_a_hostile_category_as_plain_text(ho
         assert last["type"] == "notification" and last["claim"]["displayed"] == "3"
         # The label reaches the widget as the characters it is; widget.js sets it with textContent.
         assert f"in {IMG} {SCRIPT}" in last["text"], last["text"]
-        row = await database_sync_to_async(Notification.objects.get)(pk=last["id"])
+        row = await database_sync_to_async(Notification.objects.get)(public_id=last["id"])
         assert row.text == last["text"]
     finally:
         for comm in comms:

@@ -85,7 +85,7 @@ async def test_a_purchase_reaches_every_viewer_and_its_refund_withdraws_it(realt
     assert time.monotonic() - started < 2.0 + 4 * 0.3
     # One log row for the one claim, shared by the four recipients, tracing to the purchase.
     assert len(set(shown)) == 1
-    row = await Notification.objects.aget(pk=shown[0])
+    row = await Notification.objects.aget(public_id=shown[0])
     assert row.recipient_count == 4 and len(row.evidence["event_ids"]) == 1
 
     refund = {

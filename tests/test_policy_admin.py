@@ -201,7 +201,7 @@ def test_why_summarises_the_policy_version_the_claim_was_decided_under(client):
         evidence={"distinct_visitors": 6},
         policy_version=policy.version_label,
     )
-    page = client.get(f"/why/{notification.pk}").content.decode()
+    page = client.get(f"/why/{notification.public_id}").content.decode()
     assert policy.version_label in page
     assert "nothing below a true count of 4" in page and "at most 1 new messages per page" in page
 

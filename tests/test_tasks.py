@@ -112,7 +112,7 @@ def test_presence_sweep_drops_ghosts_no_process_holds(redis_url, settings):
 
 def _log(product, metric):
     decision = decide(metric=metric, policy=policy_default())
-    notification_id = notification_log_record(
+    public_id = notification_log_record(
         site_id=product.site_id,
         product_id=product.pk,
         kind=decision.kind,
@@ -123,7 +123,7 @@ def _log(product, metric):
         policy_version=decision.policy_version,
         recipient_count=1,
     )
-    return Notification.objects.get(pk=notification_id)
+    return Notification.objects.get(public_id=public_id)
 
 
 def test_the_audit_passes_claims_the_ledger_backs(product):

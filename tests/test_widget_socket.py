@@ -177,7 +177,7 @@ async def test_one_log_row_per_distinct_claim_with_its_recipients(realtime_mode,
     ids = {(await settle(comm))[-1]["id"] for comm in comms}
     assert len(ids) == 1
     (notification_id,) = ids
-    row = await database_sync_to_async(Notification.objects.get)(pk=notification_id)
+    row = await database_sync_to_async(Notification.objects.get)(public_id=notification_id)
     assert row.text == "3 other people are viewing this"
     assert row.recipient_count == 4
     assert row.true_value == 3
@@ -189,6 +189,9 @@ async def test_one_log_row_per_distinct_claim_with_its_recipients(realtime_mode,
     page = await database_sync_to_async(Client().get)(f"/why/{notification_id}")
     assert page.status_code == 200
     assert "3 other people are viewing this" in page.content.decode()
+    # What recipients get is the row's random public id, never its integer id (SPEC 7).
+    assert isinstance(notification_id, str) and len(notification_id) >= 22
+    assert (await database_sync_to_async(Client().get)(f"/why/{row.pk}")).status_code == 404
     for comm in comms:
         await comm.disconnect()
 

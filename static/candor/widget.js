@@ -176,7 +176,7 @@
     if (!t) return; // a toast that has gone stays gone: an update never re-opens one
     t.id = message.id;
     t.text.textContent = message.text;
-    t.why.href = t.why.href.replace(/\/why\/\d+$/, "/why/" + message.id);
+    t.why.href = t.why.href.replace(/\/why\/[\w-]+$/, "/why/" + encodeURIComponent(message.id));
   }
 
   function withdraw(message) {

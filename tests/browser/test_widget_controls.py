@@ -27,15 +27,20 @@ def _routed(shopper, shop):
     return routes
 
 
+def _id(n: int) -> str:
+    """A public id of the server's shape (22+ url-safe characters, SPEC 7)."""
+    return f"Xy_-{n:018d}"
+
+
 def _notification(shop, n, *, text, ttl_ms=12_000, metric="viewing_now"):
     return json.dumps(
         {
             "type": "notification",
-            "id": n,
+            "id": _id(n),
             "kind": metric,
             "text": text,
             "claim": {"metric": metric, "window_s": 30, "displayed": "3"},
-            "why_url": f"{shop.url}/why/{n}",
+            "why_url": f"{shop.url}/why/{_id(n)}",
             "ttl_ms": ttl_ms,
         }
     )
@@ -86,19 +91,19 @@ def test_toast_timing_hover_focus_escape_update_withdraw_and_pause(shop, shopper
     expect(shopper.toast).to_have_count(1)
     page.keyboard.press("Escape")
     expect(shopper.toast).to_have_count(0)
-    shopper.wait_until(lambda: {"type": "dismiss", "id": 3} in shopper.sent, what="dismiss sent")
+    shopper.wait_until(lambda: {"type": "dismiss", "id": _id(3)} in shopper.sent, what="dismiss sent")
 
     # An update changes the toast on screen (and its "Why?"), a withdraw takes it down.
     page.locator("button.buy").focus()
     ws.send(_notification(shop, 4, text="C"))
     expect(text).to_have_text("C")
-    ws.send(json.dumps({"type": "update", "id": 5, "text": "D", "claim": {"metric": "viewing_now"}}))
+    ws.send(json.dumps({"type": "update", "id": _id(5), "text": "D", "claim": {"metric": "viewing_now"}}))
     expect(text).to_have_text("D")
-    expect(shopper.toast.locator("a")).to_have_attribute("href", f"{shop.url}/why/5")
-    ws.send(json.dumps({"type": "withdraw", "id": 5}))
+    expect(shopper.toast.locator("a")).to_have_attribute("href", f"{shop.url}/why/{_id(5)}")
+    ws.send(json.dumps({"type": "withdraw", "id": _id(5)}))
     expect(shopper.toast).to_have_count(0)
     # An update never re-opens a toast that has gone.
-    ws.send(json.dumps({"type": "update", "id": 6, "text": "E", "claim": {"metric": "viewing_now"}}))
+    ws.send(json.dumps({"type": "update", "id": _id(6), "text": "E", "claim": {"metric": "viewing_now"}}))
     page.clock.run_for(100)
     assert shopper.toast.count() == 0
 
