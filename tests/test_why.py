@@ -147,9 +147,10 @@ def test_a_viewing_claim_has_no_purchase_provenance(client, product):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_gives_existing_notifications_distinct_random_ids():
-    """0008 runs on a database that already holds notifications (and an audit alarm naming one):
+    """0009 runs on a database that already holds notifications (and an audit alarm naming one):
     every row gets its own fresh public id."""
-    before, after = ("notifications", "0007_experiments"), ("notifications", "0008_notification_public_id")
+    before = ("notifications", "0008_per_address_and_provenance")
+    after = ("notifications", "0009_notification_public_id")
     executor = MigrationExecutor(connection)
     leaves = executor.loader.graph.leaf_nodes()
     executor.migrate([before])

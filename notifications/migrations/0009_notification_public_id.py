@@ -29,7 +29,7 @@ def public_ids_backfill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("notifications", "0007_experiments"),
+        ("notifications", "0008_per_address_and_provenance"),
     ]
 
     operations = [
