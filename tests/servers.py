@@ -160,6 +160,7 @@ def uvicorn_start(env: dict[str, str], log: Path, *, extra_args: tuple[str, ...]
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "config.asgi:application", "--no-proxy-headers"]
             + ["--ws-max-size", "65536", "--no-access-log", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--limit-concurrency", "10000", "--timeout-keep-alive", "5"]
             + list(extra_args),
             cwd=ROOT,
             env=env,

@@ -37,6 +37,7 @@ async def test_a_burst_of_1000_connects_on_real_redis(redis_url, product, settin
             path,
             headers=[(b"origin", DEMO_ORIGIN.encode()), (b"user-agent", f"{UA} burst/{i}".encode())],
         )
+        comm.scope["client"] = (f"127.3.{i // 250}.{1 + i % 250}", 50000)  # a shopper, an address (SPEC 7)
         connected, _ = await comm.connect(timeout=30)
         assert connected
         await comm.send_json_to({"type": "page", "product": product.sku, "visible": True})
@@ -105,6 +106,7 @@ async def test_viewers_on_two_server_processes_count_together(two_servers, produ
             f"ws://127.0.0.1:{port}/ws/v1/widget?key={key}&product={sku}",
             origin=DEMO_ORIGIN,
             user_agent_header=f"{UA} multi/{i}",
+            local_addr=(f"127.0.3.{i + 1}", 0),  # a shopper, an address (SPEC 7)
         )
         await ws.send(json.dumps({"type": "page", "product": sku, "visible": True}))
         sockets.append(ws)

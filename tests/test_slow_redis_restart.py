@@ -129,7 +129,11 @@ class Visitor:
     async def open(self):
         self.closed_at = None
         self.ws = await websockets.connect(
-            self.url, origin=DEMO_ORIGIN, user_agent_header=f"{UA} visitor/{self.n}", open_timeout=10
+            self.url,
+            origin=DEMO_ORIGIN,
+            user_agent_header=f"{UA} visitor/{self.n}",
+            open_timeout=10,
+            local_addr=(f"127.0.2.{self.n + 1}", 0),  # a shopper, an address (SPEC 7)
         )
         self.reader = asyncio.create_task(self._read())
         await self.page()

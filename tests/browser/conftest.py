@@ -154,6 +154,9 @@ def shop(request, redis_url, postgres, transactional_db, tmp_path):
         "CANDOR_DEMO_ORIGINS": origin,
         "CANDOR_DEMO_API_BASE": origin,
         "DJANGO_DB_POOL": "1",  # as in production
+        # Every browser here comes from 127.0.0.1, and SPEC 7 counts at most two visitors of one
+        # address: the shoppers stand behind a trusted proxy, each with an X-Forwarded-For of its own.
+        "CANDOR_TRUSTED_PROXIES": "127.0.0.1",
     }
     if db.get("PASSWORD"):
         env["PGPASSWORD"] = db["PASSWORD"]
@@ -311,11 +314,13 @@ def shoppers(browser):
         out = []
         for _ in range(n):
             name = f"shopper/{run}-{len(made) + 1}"
+            number = len(made) + 1
+            headers = {"X-Forwarded-For": f"198.51.{100 + number // 250}.{1 + number % 250}"}
             context = browser.new_context(
                 user_agent=f"{CHROME_UA} {name}",
                 locale=locale,
                 viewport={"width": 1200, "height": 800},
-                **options,
+                **{"extra_http_headers": headers, **options},
             )
             context.add_init_script(RECORDER + init_script)
             shopper = Shopper(name=name, context=context, page=context.new_page())
