@@ -115,10 +115,16 @@ def test_simulated_shoppers_browse_cart_and_buy_through_public_interfaces(demo):
         carted = conn.execute(
             "select count(*) from notifications_event where kind='add_to_cart' and source='browser'"
         ).fetchone()[0]
+        addresses, visitors = conn.execute(
+            "select count(distinct address_hash), count(distinct visitor_hash) from notifications_event "
+            "where kind='add_to_cart'"
+        ).fetchone()
     # Every order the shoppers placed reached the ledger once, through the signed request, and
     # nothing else did: the simulator wrote no row itself.
     assert demo_orders == orders == ledger_orders
     assert carted == carts
+    # Each simulated shopper came from its own loopback address (SPEC 7 counts at most two of one).
+    assert addresses == visitors >= 1
 
 
 def _simulate(port, env, *extra):
