@@ -26,22 +26,6 @@ CONTEXT_KEYS = frozenset({"locale", "country", "device", "referrer", "campaign",
 CONTEXT_VALUE_MAX = 64
 
 
-def contains_nul(value) -> bool:
-    """PostgreSQL text and jsonb cannot hold NUL; input carrying one is malformed (400)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def _referrer_host(value: str) -> str:
     """A referrer is kept as its host: segments match on where a shopper came from, and a full
     URL's path and query carry whatever the linking page put there (a newsletter's
