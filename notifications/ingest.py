@@ -3,6 +3,7 @@ and can never be a purchase (SPEC 2.4)."""
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -20,35 +21,66 @@ from .streaming import ledger_changed_on_commit
 BROWSER_KINDS = frozenset({EventKind.VIEW, EventKind.ADD_TO_CART})
 
 
-# What a page may tell us about its context (SPEC 3, segments): short labels only, never
-# free text that could carry a name or an email.
-CONTEXT_KEYS = frozenset({"locale", "country", "device", "referrer", "campaign", "returning"})
-CONTEXT_VALUE_MAX = 64
+# What a page may tell us about its context (SPEC 3 segments, SPEC 7 "Context values are an
+# allow-list"): each key has the shape its value must have, and anything else is dropped before it
+# is stored. Short labels only, so no free text that could carry a name, an email ("jane.doe＠…",
+# "…(at)…", a double-encoded "%2540") or a phone number reaches the ledger or a segment.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_LOCALE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8}){0,2}")  # BCP 47-ish: en, en-us, zh-hant-tw
+_COUNTRY = re.compile(r"[a-z]{2}")
+_HOST = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+_HINT_KEY = re.compile(r"hint_[a-z0-9][a-z0-9_-]{0,31}")
+DEVICES = frozenset({"mobile", "tablet", "desktop"})
+# A slug with more digits than this may be a phone or customer number: dropped.
+SLUG_MAX_DIGITS = 6
 
 
-def _referrer_host(value: str) -> str:
+def _slug(value: str) -> str | None:
+    if _SLUG.fullmatch(value) and sum(ch.isdigit() for ch in value) <= SLUG_MAX_DIGITS:
+        return value
+    return None
+
+
+def _referrer_host(value: str) -> str | None:
     """A referrer is kept as its host: segments match on where a shopper came from, and a full
     URL's path and query carry whatever the linking page put there (a newsletter's
     `?email=…&name=…`)."""
     try:
-        host = urlsplit(value.strip()).hostname or ""
+        host = (urlsplit(value.strip()).hostname or "").lower()
     except ValueError:
-        return ""
-    return host.lower()
+        return None
+    return host if _HOST.fullmatch(host) else None
+
+
+def _returning(value: str) -> str | None:
+    return value if value in ("true", "false") else None
+
+
+CONTEXT_VALUES = {
+    "locale": lambda v: v if _LOCALE.fullmatch(v) else None,
+    "country": lambda v: v if _COUNTRY.fullmatch(v) else None,
+    "device": lambda v: v if v in DEVICES else None,
+    "returning": _returning,
+    "referrer": _referrer_host,
+    "campaign": _slug,
+}
 
 
 def context_clean(raw: dict) -> dict[str, str]:
+    """The page's context, reduced to the allow-list above (values lower-cased; a referrer to its
+    host). Used by the beacon, the Django view and the socket alike."""
     clean = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not isinstance(value, (str, bool)):
+        if not isinstance(key, str) or not isinstance(value, (str, bool)) or len(key) > 40:
             continue
-        if key in CONTEXT_KEYS or (key.startswith("hint_") and len(key) <= 40):
-            text = str(value).lower() if isinstance(value, bool) else value
-            if key == "referrer":
-                text = _referrer_host(text)
-            # An "@", also URL-encoded, may be an email address: the value is dropped.
-            if text and "@" not in text and "%40" not in text.lower() and "\x00" not in text + key:
-                clean[key] = text[:CONTEXT_VALUE_MAX]
+        key = key.lower()
+        text = (str(value) if isinstance(value, bool) else value[:300]).lower()
+        check = CONTEXT_VALUES.get(key) or (_slug if _HINT_KEY.fullmatch(key) else None)
+        kept = check(text) if check else None
+        if kept:
+            clean[key] = kept
     return clean
 
 
