@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from .identity import visitor_token_read
 from .limits import Check, checks_apply, rate_parse, seen_forget
-from .models import Conversion, Event, EventKind, EventSource, Product, ServerDelivery, Site
+from .models import Conversion, DeliverySource, Event, EventKind, EventSource, Product, ServerDelivery, Site
 from .orders import order_id_resolve, order_tombstone
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
@@ -270,6 +270,39 @@ def _text(payload: dict, name: str) -> str:
     return value
 
 
+def _item_skus(payload: dict) -> list[str]:
+    items = payload.get("items")
+    return [
+        item["product"] if isinstance(item, dict) and isinstance(item.get("product"), str) else ""
+        for item in (items if isinstance(items, list) else ())
+    ]
+
+
+def refused_items_answer(stored: dict, *, skus: list[str], known) -> dict:
+    """The answer for a stored response (SPEC 5: unknown SKUs come back in `refused_items`).
+
+    What is stored names unknown items only by their positions in the body, never by their text
+    (an unknown SKU may be anything: an email address); the SKUs are read back from the body
+    being answered, which for a repeat is the identical body (the same hash). `known(skus)` gives
+    the SKUs the catalog holds, for a delivery stored before positions were kept (None)."""
+    answer = {name: value for name, value in stored.items() if name != "refused_positions"}
+    if "refused_positions" in stored:
+        positions = stored["refused_positions"]
+        if positions is None:
+            held = known(skus)
+            answer["refused_items"] = [sku for sku in skus if sku not in held]
+        else:
+            answer["refused_items"] = [skus[i] for i in positions if 0 <= i < len(skus)]
+    return answer
+
+
+def _server_answer(site: Site, stored: dict, payload: dict, **over) -> dict:
+    def known(skus):
+        return set(Product.objects.filter(site=site, sku__in=skus).values_list("sku", flat=True))
+
+    return {**refused_items_answer(stored, skus=_item_skus(payload), known=known), **over}
+
+
 @transaction.atomic
 def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int, dict]:
     """Record a verified server event; returns (HTTP status, response body).
@@ -283,7 +316,11 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         raise Unacceptable(f"'type' must be one of {', '.join(SERVER_TYPES)}", field="type")
     event_id = _text(payload, "event_id")
     digest = hashlib.sha256(body).hexdigest()
-    previous = ServerDelivery.objects.select_for_update().filter(site=site, idempotency_key=event_id).first()
+    previous = (
+        ServerDelivery.objects.select_for_update()
+        .filter(site=site, source=DeliverySource.SERVER, idempotency_key=event_id)
+        .first()
+    )
     if previous is not None:
         if previous.body_sha256 != digest:
             raise Unacceptable(
@@ -292,7 +329,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                 status=409,
                 code="conflict",
             )
-        return 200, {**previous.response, "duplicate": True}
+        return 200, _server_answer(site, previous.response, payload, duplicate=True)
 
     if kind == "catalog":
         try:
@@ -316,15 +353,15 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
             and Event.objects.filter(site=site, kind="purchase", order_id=order_id).exists()
         ):
             # The order id is an idempotency key too: one order counts at most once.
-            response = {"accepted": True, "duplicate": True, "refused_items": []}
+            response = {"accepted": True, "duplicate": True, "refused_positions": []}
             ServerDelivery.objects.create(
                 site=site, idempotency_key=event_id, body_sha256=digest, response=response
             )
-            return 200, response
+            return 200, _server_answer(site, response, payload)
         token = payload.get("visitor_token")
         _visitor_token_check(token)
         products = {p.sku: p for p in Product.objects.filter(site=site, sku__in=[sku for sku, _ in items])}
-        refused = [sku for sku, _ in items if sku not in products]
+        refused = [position for position, (sku, _) in enumerate(items) if sku not in products]
         is_test = payload.get("test") is True
         common = {
             "site": site,
@@ -345,7 +382,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                     **common, product=products[sku], quantity=quantity, idempotency_key=f"{event_id}:{index}"
                 )
         ledger_changed_on_commit(products[sku].pk for sku, _ in items if sku in products)
-        response = {"accepted": True, "duplicate": False, "refused_items": refused}
+        response = {"accepted": True, "duplicate": False, "refused_positions": refused}
         if kind == "purchase" and token is not None and not is_test and len(refused) < len(items):
             response["attribution"] = conversion_record(
                 site=site, order_id=order_id, token=token, occurred_at=occurred_at
@@ -353,7 +390,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         for _ in refused:
             ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
     ServerDelivery.objects.create(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
-    return 202, response
+    return 202, _server_answer(site, response, payload)
 
 
 def _visitor_token_check(token) -> None:
@@ -393,7 +430,11 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
     for site_id, items in by_site.items():
         for key, digest, response in (
             ServerDelivery.objects.select_for_update()
-            .filter(site_id=site_id, idempotency_key__in=[item[3] for item in items])
+            .filter(
+                site_id=site_id,
+                source=DeliverySource.SERVER,
+                idempotency_key__in=[item[3] for item in items],
+            )
             .values_list("idempotency_key", "body_sha256", "response")
         ):
             deliveries[(site_id, key)] = (digest, response)
@@ -452,7 +493,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
                     code="conflict",
                 )
             else:
-                results[index] = (200, {**previous, "duplicate": True})
+                results[index] = (200, _server_answer(site, previous, payload, duplicate=True))
             continue
         if occurred_at is None:
             # A repeat, within the batch, of an event id whose first delivery was then refused
@@ -460,7 +501,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
             raise BatchFallback
         order_id = resolved[(site.pk, raw_order_id)]
         if (site.pk, order_id) in purchased:
-            response = {"accepted": True, "duplicate": True, "refused_items": []}
+            response = {"accepted": True, "duplicate": True, "refused_positions": []}
         else:
             token = payload.get("visitor_token")
             try:
@@ -469,7 +510,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
                 results[index] = exc
                 continue
             is_test = payload.get("test") is True
-            refused = [sku for sku, _ in items if (site.pk, sku) not in skus]
+            refused = [position for position, (sku, _) in enumerate(items) if (site.pk, sku) not in skus]
             for position, (sku, quantity) in enumerate(items):
                 if (site.pk, sku) in skus:
                     rows.append(
@@ -488,7 +529,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
                     )
                     changed.add(skus[(site.pk, sku)])
             purchased.add((site.pk, order_id))
-            response = {"accepted": True, "duplicate": False, "refused_items": refused}
+            response = {"accepted": True, "duplicate": False, "refused_positions": refused}
             if token is not None and not is_test and len(refused) < len(items):
                 response["attribution"] = conversion_record(
                     site=site, order_id=order_id, token=token, occurred_at=occurred_at
@@ -499,7 +540,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
         delivered.append(
             ServerDelivery(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
         )
-        results[index] = (200 if response["duplicate"] else 202, response)
+        results[index] = (200 if response["duplicate"] else 202, _server_answer(site, response, payload))
     Event.objects.bulk_create(rows)
     ServerDelivery.objects.bulk_create(delivered)
     ledger_changed_on_commit(changed)
