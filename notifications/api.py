@@ -5,7 +5,6 @@ Errors are `{"error": {"code", "message"[, "field"]}}` with the status SPEC 5 na
 """
 
 import hashlib
-import json
 import re
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -15,11 +14,9 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .beacon import (
-    SERVER_MAX_BODY_BYTES,
+    DB_RETRY_AFTER_S,
     RawRequest,
-    Refused,
     browser_event_handle,
-    json_object_parse,
     server_event_answer,
     server_event_verify,
 )
@@ -30,20 +27,21 @@ from .identity import (
     visitor_hash_compute,
     visitor_token_make,
 )
-from .ingest import (
-    Unacceptable,
-    browser_events_record,
-    contains_nul,
+from .ingest import Unacceptable, browser_events_record
+from .intake_parse import (
+    BROWSER_MAX_BODY_BYTES,
+    PLATFORM_MAX_INTEGER,
+    SERVER_MAX_BODY_BYTES,
+    WEBHOOK_MAX_BODY_BYTES,
+    Refused,
+    browser_body_parse,
+    json_object_parse,
 )
 from .limits import Check, checks_apply, rate_parse
 from .models import Site, origin_normalize
 from .selectors import site_active_by_key
 from .services import ingest_refusal_count
 from .webhooks import order_news_record, platform_signature_valid, shopify_news, woocommerce_news
-
-MAX_BODY_BYTES = 8 * 1024
-DB_RETRY_AFTER_S = 5
-EVENT_FIELDS = {"key", "type", "product", "context"}
 
 
 def _error(
@@ -103,10 +101,10 @@ def _preflight(request: HttpRequest) -> JsonResponse:
 
 def _json_object(request: HttpRequest) -> dict:
     """415, 413, then 400: the checks every browser-facing JSON endpoint runs first."""
-    return json_object_parse(
+    return browser_body_parse(
         content_type=request.content_type or "",
         content_length=request.META.get("CONTENT_LENGTH"),
-        body=request.read(MAX_BODY_BYTES + 1),
+        body=request.read(BROWSER_MAX_BODY_BYTES + 1),
     )
 
 
@@ -128,7 +126,7 @@ def events(request: HttpRequest) -> JsonResponse:
     raw = RawRequest(
         method=request.method or "",
         headers={name.lower(): value for name, value in request.headers.items()},
-        body=request.read(MAX_BODY_BYTES + 1) if request.method == "POST" else b"",
+        body=request.read(BROWSER_MAX_BODY_BYTES + 1) if request.method == "POST" else b"",
         peer=request.META.get("REMOTE_ADDR"),
     )
 
@@ -236,7 +234,6 @@ def server_events(request: HttpRequest) -> JsonResponse:
     return JsonResponse(response, status=status)
 
 
-WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
 WOOCOMMERCE_PING = re.compile(rb"webhook_id=\d+")
 PLATFORMS = {
     # platform: (signature header, topic header, delivery id headers, reader, secret field)
@@ -282,14 +279,7 @@ def platform_webhook(request: HttpRequest, *, platform: str, key: str) -> JsonRe
                 secret=secret, body=body, header=request.headers.get(signature_header, "")
             ):
                 raise Refused(401, "bad_signature", f"{signature_header} does not match the body.")
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                raise Refused(400, "malformed", "The body is not valid JSON.") from None
-            if not isinstance(payload, dict):
-                raise Refused(400, "malformed", "The body must be a JSON object.")
-            if contains_nul(payload):
-                raise Refused(400, "malformed", "Strings may not contain NUL characters.")
+            payload = json_object_parse(body, nul_allowed=False, max_integer=PLATFORM_MAX_INTEGER)
             topic = request.headers.get(topic_header, "")
             try:
                 news = reader(topic, payload)

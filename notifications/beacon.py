@@ -7,7 +7,8 @@ an endpoint every product page calls. So the ASGI application sends this one pat
 
 - the checks run in SPEC 5's order (415, 413, 400, 404, 403 origin, 403 type, 422, 429) in this
   module's `browser_event_handle`, which the Django view (`api.events`, used by Django's test
-  client) runs too, so both answer alike;
+  client) runs too, so both answer alike; every body is parsed by `intake_parse` (its limits:
+  depth, numbers, size), as on every other intake route;
 - site, product and origins come from in-process caches (a few seconds, as for the socket; a
   miss asks the database), the visitor hash from the in-memory daily salt;
 - accepted events wait for the next batch: the rate limits and view de-duplication of a whole
@@ -45,10 +46,16 @@ from .ingest import (
     BrowserOutcome,
     Unacceptable,
     browser_events_record,
-    contains_nul,
     context_clean,
     purchases_record,
     server_event_record,
+)
+from .intake_parse import (
+    BROWSER_MAX_BODY_BYTES,
+    SERVER_MAX_BODY_BYTES,
+    Refused,
+    browser_body_parse,
+    json_object_parse,
 )
 from .models import origin_normalize
 from .selectors import (
@@ -67,26 +74,9 @@ log = logging.getLogger(__name__)
 
 PATH = "/api/v1/events"
 SERVER_PATH = "/api/v1/server/events"
-MAX_BODY_BYTES = 8 * 1024
-SERVER_MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = BROWSER_MAX_BODY_BYTES
 DB_RETRY_AFTER_S = 5
 EVENT_FIELDS = frozenset({"key", "type", "product", "context"})
-
-
-class Refused(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        retry_after=None,
-        site_id: int | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.field, self.retry_after, self.site_id = field, retry_after, site_id
 
 
 @dataclass(frozen=True)
@@ -105,22 +95,6 @@ class RawResponse:
 
 
 # --- The checks, in SPEC 5's order ------------------------------------------------------------
-
-
-def json_object_parse(*, content_type: str, content_length: str | None, body: bytes) -> dict:
-    """415, 413, then 400: the checks every browser-facing JSON endpoint runs first."""
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise Refused(415, "unsupported_media_type", "Content-Type must be application/json.")
-    length = content_length or "0"
-    if not length.isdigit() or int(length) > MAX_BODY_BYTES or len(body) > MAX_BODY_BYTES:
-        raise Refused(413, "too_large", f"The body may be at most {MAX_BODY_BYTES} bytes.")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise Refused(400, "malformed", "The body is not valid JSON.") from None
-    if not isinstance(data, dict):
-        raise Refused(400, "malformed", "The body must be a JSON object.")
-    return data
 
 
 def event_fields_check(data: dict) -> dict:
@@ -181,7 +155,7 @@ async def browser_event_handle(request: RawRequest, *, record, count) -> RawResp
         if request.method != "POST":
             raise Refused(405, "method_not_allowed", "Use POST.")
         data = event_fields_check(
-            json_object_parse(
+            browser_body_parse(
                 content_type=request.headers.get("content-type", ""),
                 content_length=request.headers.get("content-length"),
                 body=request.body,
@@ -277,11 +251,11 @@ def server_event_verify(*, body: bytes, header: str, memo: dict | None = None):
         site = signed_site_verify(body=body, header=header, memo=memo)
     except BadSignature as exc:
         raise Refused(401, "bad_signature", str(exc)) from None
-    payload = json.loads(body)
-    if not isinstance(payload, dict):
-        raise Refused(400, "malformed", "The body must be a JSON object.", site_id=site.pk)
-    if contains_nul(payload):
-        raise Refused(400, "malformed", "Strings may not contain NUL characters.", site_id=site.pk)
+    try:
+        payload = json_object_parse(body, nul_allowed=False)
+    except Refused as exc:
+        exc.site_id = site.pk
+        raise
     return site, payload
 
 

@@ -33,6 +33,7 @@ from .identity import (
     visitor_hash_compute,
 )
 from .ingest import browser_event_record, context_clean
+from .intake_parse import Refused, json_parse
 from .models import origin_normalize
 from .policy import Decision
 from .policy.decision import VisitorContext
@@ -438,8 +439,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_POLICY_VIOLATION)
             return
         try:
-            message = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+            # The HTTP routes' parse and limits (nesting, numbers): a frame that breaks them is
+            # refused like any unusable message, with 1008, and raises nothing.
+            message = json_parse(text_data) if text_data is not None else None
+        except Refused:
             message = None
         handler = None
         if isinstance(message, dict) and isinstance(message.get("type"), str):

@@ -3,6 +3,7 @@ and can never be a purchase (SPEC 2.4)."""
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from .identity import visitor_token_read
 from .limits import Check, checks_apply, rate_parse, seen_forget
-from .models import Conversion, Event, EventKind, EventSource, Product, ServerDelivery, Site
+from .models import Conversion, DeliverySource, Event, EventKind, EventSource, Product, ServerDelivery, Site
 from .orders import order_id_resolve, order_tombstone
 from .services import SiteError, ingest_refusal_count, products_upsert
 from .streaming import ledger_changed_on_commit
@@ -20,51 +21,66 @@ from .streaming import ledger_changed_on_commit
 BROWSER_KINDS = frozenset({EventKind.VIEW, EventKind.ADD_TO_CART})
 
 
-# What a page may tell us about its context (SPEC 3, segments): short labels only, never
-# free text that could carry a name or an email.
-CONTEXT_KEYS = frozenset({"locale", "country", "device", "referrer", "campaign", "returning"})
-CONTEXT_VALUE_MAX = 64
+# What a page may tell us about its context (SPEC 3 segments, SPEC 7 "Context values are an
+# allow-list"): each key has the shape its value must have, and anything else is dropped before it
+# is stored. Short labels only, so no free text that could carry a name, an email ("jane.doe＠…",
+# "…(at)…", a double-encoded "%2540") or a phone number reaches the ledger or a segment.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_LOCALE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8}){0,2}")  # BCP 47-ish: en, en-us, zh-hant-tw
+_COUNTRY = re.compile(r"[a-z]{2}")
+_HOST = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+_HINT_KEY = re.compile(r"hint_[a-z0-9][a-z0-9_-]{0,31}")
+DEVICES = frozenset({"mobile", "tablet", "desktop"})
+# A slug with more digits than this may be a phone or customer number: dropped.
+SLUG_MAX_DIGITS = 6
 
 
-def contains_nul(value) -> bool:
-    """PostgreSQL text and jsonb cannot hold NUL; input carrying one is malformed (400)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+def _slug(value: str) -> str | None:
+    if _SLUG.fullmatch(value) and sum(ch.isdigit() for ch in value) <= SLUG_MAX_DIGITS:
+        return value
+    return None
 
 
-def _referrer_host(value: str) -> str:
+def _referrer_host(value: str) -> str | None:
     """A referrer is kept as its host: segments match on where a shopper came from, and a full
     URL's path and query carry whatever the linking page put there (a newsletter's
     `?email=…&name=…`)."""
     try:
-        host = urlsplit(value.strip()).hostname or ""
+        host = (urlsplit(value.strip()).hostname or "").lower()
     except ValueError:
-        return ""
-    return host.lower()
+        return None
+    return host if _HOST.fullmatch(host) else None
+
+
+def _returning(value: str) -> str | None:
+    return value if value in ("true", "false") else None
+
+
+CONTEXT_VALUES = {
+    "locale": lambda v: v if _LOCALE.fullmatch(v) else None,
+    "country": lambda v: v if _COUNTRY.fullmatch(v) else None,
+    "device": lambda v: v if v in DEVICES else None,
+    "returning": _returning,
+    "referrer": _referrer_host,
+    "campaign": _slug,
+}
 
 
 def context_clean(raw: dict) -> dict[str, str]:
+    """The page's context, reduced to the allow-list above (values lower-cased; a referrer to its
+    host). Used by the beacon, the Django view and the socket alike."""
     clean = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not isinstance(value, (str, bool)):
+        if not isinstance(key, str) or not isinstance(value, (str, bool)) or len(key) > 40:
             continue
-        if key in CONTEXT_KEYS or (key.startswith("hint_") and len(key) <= 40):
-            text = str(value).lower() if isinstance(value, bool) else value
-            if key == "referrer":
-                text = _referrer_host(text)
-            # An "@", also URL-encoded, may be an email address: the value is dropped.
-            if text and "@" not in text and "%40" not in text.lower() and "\x00" not in text + key:
-                clean[key] = text[:CONTEXT_VALUE_MAX]
+        key = key.lower()
+        text = (str(value) if isinstance(value, bool) else value[:300]).lower()
+        check = CONTEXT_VALUES.get(key) or (_slug if _HINT_KEY.fullmatch(key) else None)
+        kept = check(text) if check else None
+        if kept:
+            clean[key] = kept
     return clean
 
 
@@ -260,6 +276,39 @@ def _text(payload: dict, name: str) -> str:
     return value
 
 
+def _item_skus(payload: dict) -> list[str]:
+    items = payload.get("items")
+    return [
+        item["product"] if isinstance(item, dict) and isinstance(item.get("product"), str) else ""
+        for item in (items if isinstance(items, list) else ())
+    ]
+
+
+def refused_items_answer(stored: dict, *, skus: list[str], known) -> dict:
+    """The answer for a stored response (SPEC 5: unknown SKUs come back in `refused_items`).
+
+    What is stored names unknown items only by their positions in the body, never by their text
+    (an unknown SKU may be anything: an email address); the SKUs are read back from the body
+    being answered, which for a repeat is the identical body (the same hash). `known(skus)` gives
+    the SKUs the catalog holds, for a delivery stored before positions were kept (None)."""
+    answer = {name: value for name, value in stored.items() if name != "refused_positions"}
+    if "refused_positions" in stored:
+        positions = stored["refused_positions"]
+        if positions is None:
+            held = known(skus)
+            answer["refused_items"] = [sku for sku in skus if sku not in held]
+        else:
+            answer["refused_items"] = [skus[i] for i in positions if 0 <= i < len(skus)]
+    return answer
+
+
+def _server_answer(site: Site, stored: dict, payload: dict, **over) -> dict:
+    def known(skus):
+        return set(Product.objects.filter(site=site, sku__in=skus).values_list("sku", flat=True))
+
+    return {**refused_items_answer(stored, skus=_item_skus(payload), known=known), **over}
+
+
 @transaction.atomic
 def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int, dict]:
     """Record a verified server event; returns (HTTP status, response body).
@@ -273,7 +322,11 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         raise Unacceptable(f"'type' must be one of {', '.join(SERVER_TYPES)}", field="type")
     event_id = _text(payload, "event_id")
     digest = hashlib.sha256(body).hexdigest()
-    previous = ServerDelivery.objects.select_for_update().filter(site=site, idempotency_key=event_id).first()
+    previous = (
+        ServerDelivery.objects.select_for_update()
+        .filter(site=site, source=DeliverySource.SERVER, idempotency_key=event_id)
+        .first()
+    )
     if previous is not None:
         if previous.body_sha256 != digest:
             raise Unacceptable(
@@ -282,7 +335,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                 status=409,
                 code="conflict",
             )
-        return 200, {**previous.response, "duplicate": True}
+        return 200, _server_answer(site, previous.response, payload, duplicate=True)
 
     if kind == "catalog":
         try:
@@ -306,15 +359,15 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
             and Event.objects.filter(site=site, kind="purchase", order_id=order_id).exists()
         ):
             # The order id is an idempotency key too: one order counts at most once.
-            response = {"accepted": True, "duplicate": True, "refused_items": []}
+            response = {"accepted": True, "duplicate": True, "refused_positions": []}
             ServerDelivery.objects.create(
                 site=site, idempotency_key=event_id, body_sha256=digest, response=response
             )
-            return 200, response
+            return 200, _server_answer(site, response, payload)
         token = payload.get("visitor_token")
         _visitor_token_check(token)
         products = {p.sku: p for p in Product.objects.filter(site=site, sku__in=[sku for sku, _ in items])}
-        refused = [sku for sku, _ in items if sku not in products]
+        refused = [position for position, (sku, _) in enumerate(items) if sku not in products]
         is_test = payload.get("test") is True
         common = {
             "site": site,
@@ -335,7 +388,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
                     **common, product=products[sku], quantity=quantity, idempotency_key=f"{event_id}:{index}"
                 )
         ledger_changed_on_commit(products[sku].pk for sku, _ in items if sku in products)
-        response = {"accepted": True, "duplicate": False, "refused_items": refused}
+        response = {"accepted": True, "duplicate": False, "refused_positions": refused}
         if kind == "purchase" and token is not None and not is_test and len(refused) < len(items):
             response["attribution"] = conversion_record(
                 site=site, order_id=order_id, token=token, occurred_at=occurred_at
@@ -343,7 +396,7 @@ def server_event_record(*, site: Site, payload: dict, body: bytes) -> tuple[int,
         for _ in refused:
             ingest_refusal_count(site_id=site.pk, endpoint="server_events", code="unknown_product")
     ServerDelivery.objects.create(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
-    return 202, response
+    return 202, _server_answer(site, response, payload)
 
 
 def _visitor_token_check(token) -> None:
@@ -383,7 +436,11 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
     for site_id, items in by_site.items():
         for key, digest, response in (
             ServerDelivery.objects.select_for_update()
-            .filter(site_id=site_id, idempotency_key__in=[item[3] for item in items])
+            .filter(
+                site_id=site_id,
+                source=DeliverySource.SERVER,
+                idempotency_key__in=[item[3] for item in items],
+            )
             .values_list("idempotency_key", "body_sha256", "response")
         ):
             deliveries[(site_id, key)] = (digest, response)
@@ -442,7 +499,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
                     code="conflict",
                 )
             else:
-                results[index] = (200, {**previous, "duplicate": True})
+                results[index] = (200, _server_answer(site, previous, payload, duplicate=True))
             continue
         if occurred_at is None:
             # A repeat, within the batch, of an event id whose first delivery was then refused
@@ -450,7 +507,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
             raise BatchFallback
         order_id = resolved[(site.pk, raw_order_id)]
         if (site.pk, order_id) in purchased:
-            response = {"accepted": True, "duplicate": True, "refused_items": []}
+            response = {"accepted": True, "duplicate": True, "refused_positions": []}
         else:
             token = payload.get("visitor_token")
             try:
@@ -459,7 +516,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
                 results[index] = exc
                 continue
             is_test = payload.get("test") is True
-            refused = [sku for sku, _ in items if (site.pk, sku) not in skus]
+            refused = [position for position, (sku, _) in enumerate(items) if (site.pk, sku) not in skus]
             for position, (sku, quantity) in enumerate(items):
                 if (site.pk, sku) in skus:
                     rows.append(
@@ -478,7 +535,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
                     )
                     changed.add(skus[(site.pk, sku)])
             purchased.add((site.pk, order_id))
-            response = {"accepted": True, "duplicate": False, "refused_items": refused}
+            response = {"accepted": True, "duplicate": False, "refused_positions": refused}
             if token is not None and not is_test and len(refused) < len(items):
                 response["attribution"] = conversion_record(
                     site=site, order_id=order_id, token=token, occurred_at=occurred_at
@@ -489,7 +546,7 @@ def purchases_record(batch: list[tuple[Site, dict, bytes]]) -> list["tuple[int, 
         delivered.append(
             ServerDelivery(site=site, idempotency_key=event_id, body_sha256=digest, response=response)
         )
-        results[index] = (200 if response["duplicate"] else 202, response)
+        results[index] = (200 if response["duplicate"] else 202, _server_answer(site, response, payload))
     Event.objects.bulk_create(rows)
     ServerDelivery.objects.bulk_create(delivered)
     ledger_changed_on_commit(changed)

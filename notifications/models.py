@@ -212,10 +212,12 @@ class Event(models.Model):
 
     class Meta:
         constraints = [
+            # Keys are namespaced by source (SPEC 7): a signed `event_id` can never take a key a
+            # platform delivery needs, whatever text it chooses ("shopify:order:…").
             models.UniqueConstraint(
-                fields=["site", "idempotency_key"],
+                fields=["site", "source", "idempotency_key"],
                 condition=models.Q(idempotency_key__isnull=False),
-                name="event_idempotency_key_per_site",
+                name="event_idempotency_key_per_source",
             )
         ]
         indexes = [
@@ -302,11 +304,20 @@ class IngestRefusal(models.Model):
         ]
 
 
+class DeliverySource(models.TextChoices):
+    SERVER = "server"  # the store's signed API: the key is its `event_id`
+    SHOPIFY = "shopify"  # a verified platform webhook: the key names its delivery id
+    WOOCOMMERCE = "woocommerce"
+
+
 class ServerDelivery(models.Model):
-    """One accepted signed request, by its idempotency key, so a repeat counts once and the
-    same key with another body is a conflict (SPEC 5)."""
+    """One accepted signed request or webhook delivery, by its idempotency key, so a repeat
+    counts once and the same key with another body is a conflict (SPEC 5). Keys are namespaced by
+    source (SPEC 7). `response` holds no text the sender chose beyond its order id: unknown SKUs
+    are kept as positions in the body (`refused_positions`), never as text."""
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE)
+    source = models.CharField(max_length=20, choices=DeliverySource.choices, default=DeliverySource.SERVER)
     idempotency_key = models.CharField(max_length=200)
     body_sha256 = models.CharField(max_length=64)
     response = models.JSONField()
@@ -314,7 +325,13 @@ class ServerDelivery(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["site", "idempotency_key"], name="server_delivery_key_per_site")
+            models.UniqueConstraint(
+                fields=["site", "source", "idempotency_key"], name="server_delivery_key_per_source"
+            )
+        ]
+        indexes = [
+            # A webhook delivery is a repeat when its body was seen before, under any delivery id.
+            models.Index(fields=["site", "source", "body_sha256"], name="server_delivery_body"),
         ]
 
 

@@ -25,7 +25,7 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils.crypto import salted_hmac
 
-from .models import Conversion, Event, ServerDelivery, Site
+from .models import Conversion, DeliverySource, Event, EventSource, ServerDelivery, Site
 
 TOMBSTONE_PREFIX = "erased:"
 
@@ -79,11 +79,13 @@ class OrderDeliveries:
 
     def rows(self, *, site: Site, order_id: str, found: dict) -> models.QuerySet:
         event_ids = set()
-        for key in found.get(Event, []):
-            if key and not key.startswith(("shopify:", "woocommerce:")):
+        for source, key in found.get(Event, []):
+            # By source, not by the key's text: a signed event_id may itself read "shopify:…".
+            if key and source == EventSource.SERVER:
                 event_ids.add(key.rsplit(":", 1)[0])
         return self.model.objects.filter(site=site).filter(
-            Q(idempotency_key__in=event_ids) | Q(response__order_id=order_id)
+            Q(source=DeliverySource.SERVER, idempotency_key__in=event_ids)
+            | Q(response__order_id=order_id, source__in=(DeliverySource.SHOPIFY, DeliverySource.WOOCOMMERCE))
         )
 
     def erase(self, rows: models.QuerySet, *, tombstone: str) -> int:
@@ -116,7 +118,7 @@ def _rows_by_table(*, site: Site, order_id: str) -> list[tuple]:
     for table in ORDER_TABLES:
         rows = table.rows(site=site, order_id=order_id, found=found)
         if table.model is Event:
-            found[Event] = list(rows.values_list("idempotency_key", flat=True))
+            found[Event] = list(rows.values_list("source", "idempotency_key"))
         result.append((table, rows))
     return result
 

@@ -11,6 +11,14 @@ then `order_news_record` moves the order along unpaid → paid → withdrawn, ne
 - unpaid: recorded as the delivery, nothing in the ledger until a later delivery says it is paid.
 
 A delivery id seen before answers 200 and changes nothing. Test orders are stored flagged.
+
+Only the signed body decides (SPEC 7). The topic header is not covered by the platform's HMAC: a
+signed `financial_status: "pending"` body replayed under `X-Shopify-Topic: orders/paid` is still
+an unpaid order. So the topic only says whether Candor reads the delivery at all (and, for
+WooCommerce's `order.deleted`, that the body is a deletion notice: that handler can withdraw an
+order, never pay one); the order's state, and whether a Shopify body is an order or a refund,
+come from the body. And since the topic no longer matters, a delivery is a repeat when its body
+was seen before under any delivery id (its SHA-256), as well as when its delivery id was.
 """
 
 import base64
@@ -21,9 +29,10 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from .ingest import Unacceptable, conversion_record, order_products
+from .ingest import Unacceptable, conversion_record, order_products, refused_items_answer
 from .models import Event, EventKind, Product, ServerDelivery, Site
 from .orders import order_id_resolve
 from .services import ingest_refusal_count
@@ -115,25 +124,44 @@ def _line_items(raw, *, nested: bool = False) -> list[LineItem]:
 
 # --- Shopify -------------------------------------------------------------------------------
 
-SHOPIFY_ORDER_TOPICS = frozenset({"orders/create", "orders/paid", "orders/updated", "orders/cancelled"})
+# The topics Candor reads. Which of them a delivery came under changes nothing: its body does.
+SHOPIFY_TOPICS = frozenset(
+    {"orders/create", "orders/paid", "orders/updated", "orders/cancelled", "refunds/create"}
+)
 SHOPIFY_PAID = frozenset({"paid", "partially_refunded"})
 SHOPIFY_WITHDRAWN = frozenset({"refunded", "voided"})
 
 
+def _is_shopify_refund(payload: dict) -> bool:
+    """A Refund resource (what `refunds/create` carries) names its order in `order_id` and lists
+    `refund_line_items`; an Order resource has neither (it has `line_items`, `financial_status`
+    and its refunds nested in `refunds`)."""
+    return (
+        "order_id" in payload
+        and isinstance(payload.get("refund_line_items"), list)
+        and "financial_status" not in payload
+        and "line_items" not in payload
+    )
+
+
 def shopify_news(topic: str, payload: dict) -> OrderNews | None:
-    """What a Shopify delivery says about an order; None for a topic Candor does not use."""
-    if topic == "refunds/create":
-        refund_id = _id(payload.get("id"))
-        news = OrderNews(order_id=_id(payload.get("order_id")))
-        news.refunds.append((refund_id, _line_items(payload.get("refund_line_items"), nested=True)))
-        return news
-    if topic not in SHOPIFY_ORDER_TOPICS:
+    """What a Shopify delivery's body says about an order; None for a topic Candor does not use.
+
+    Paid, unpaid or withdrawn is read from the order's `financial_status`, `cancelled_at` and
+    `refunds`, never from the topic; a refund body withdraws what it lists, under any topic."""
+    if topic not in SHOPIFY_TOPICS:
         return None
+    if _is_shopify_refund(payload):
+        news = OrderNews(order_id=_id(payload.get("order_id")), is_test=payload.get("test") is True)
+        news.refunds.append(
+            (_id(payload.get("id")), _line_items(payload.get("refund_line_items"), nested=True))
+        )
+        return news
     news = OrderNews(order_id=_id(payload.get("id")), is_test=payload.get("test") is True)
     status = payload.get("financial_status")
-    if topic == "orders/cancelled" or payload.get("cancelled_at") or status in SHOPIFY_WITHDRAWN:
+    if payload.get("cancelled_at") or status in SHOPIFY_WITHDRAWN:
         news.state = WITHDRAWN
-    elif topic == "orders/paid" or status in SHOPIFY_PAID:
+    elif status in SHOPIFY_PAID:
         news.state = PAID
     else:
         news.state = UNPAID
@@ -155,11 +183,17 @@ WOO_WITHDRAWN = frozenset({"cancelled", "refunded", "failed", "trash"})
 
 
 def woocommerce_news(topic: str, payload: dict) -> OrderNews | None:
-    """What a WooCommerce delivery says about an order; None for a topic Candor does not use."""
-    if topic == "order.deleted":
-        return OrderNews(order_id=_id(payload.get("id")), state=WITHDRAWN)
-    if topic not in ("order.created", "order.updated"):
+    """What a WooCommerce delivery's body says about an order (its `status`); None for a topic
+    Candor does not use.
+
+    `order.deleted` carries WooCommerce's deletion notice, `{"id": …}` alone, which says nothing
+    of a state: under that topic it withdraws the order (a deleted order no longer counts). That
+    handler can only ever lower a count; a body with a `status` is read by its status whatever
+    the topic, so no topic can make an order paid."""
+    if topic not in ("order.created", "order.updated", "order.deleted"):
         return None
+    if topic == "order.deleted" and "status" not in payload:
+        return OrderNews(order_id=_id(payload.get("id")), state=WITHDRAWN)
     news = OrderNews(order_id=_id(payload.get("id")), is_test=payload.get("test") is True)
     status = payload.get("status")
     if status in WOO_WITHDRAWN:
@@ -206,9 +240,18 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
     key = f"{platform}:delivery:{delivery_id}"[:200]
     # One delivery at a time per site, so that two deliveries of one order cannot both pay it.
     Site.objects.select_for_update().filter(pk=site.pk).first()
-    previous = ServerDelivery.objects.filter(site=site, idempotency_key=key).first()
+    # A repeat: the same delivery id, or the same body under a new one (a replay needs no new
+    # signature to get a new delivery id: that header is not signed).
+    previous = (
+        ServerDelivery.objects.filter(site=site, source=platform)
+        .filter(Q(idempotency_key=key) | Q(body_sha256=digest))
+        .first()
+    )
     if previous is not None:
-        return {**previous.response, "duplicate": True}
+        answer = {**_answer(site, previous.response, news), "duplicate": True}
+        if "state" in answer:  # where the order is now, which a later delivery may have moved
+            answer["state"] = _order_state(site, answer["order_id"])
+        return answer
 
     now = timezone.now()
     news.order_id = order_id_resolve(site=site, order_id=news.order_id)  # an erased order's tombstone
@@ -220,7 +263,8 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
         "verified": True,
         "is_test": news.is_test,
     }
-    refused: list[str] = []
+    lines = _lines(news)
+    refused: list[int] = []  # positions in `lines`: no SKU text is stored
     attribution = None
     if news.state == PAID and before == UNPAID:
         paid_at = news.paid_at or now
@@ -230,7 +274,7 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
             raise Unacceptable("the order is older than the retention window", field="processed_at")
         for index, (item, product) in enumerate(_products(site, news.items)):
             if product is None:
-                refused.append(item.sku or item.product_id)
+                refused.append(lines.index((None, index)))
                 continue
             Event.objects.create(
                 **common,
@@ -246,7 +290,8 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
             )
     for refund_id, items in news.refunds:
         prefix = f"{platform}:refund:{refund_id}"[:190]
-        if Event.objects.filter(site=site, idempotency_key__startswith=f"{prefix}:").exists():
+        recorded = Event.objects.filter(site=site, source=platform, idempotency_key__startswith=f"{prefix}:")
+        if recorded.exists():
             continue  # this refund was recorded from another delivery
         if not items:
             Event.objects.create(
@@ -254,7 +299,7 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
             )
         for index, (item, product) in enumerate(_products(site, items)):
             if product is None:
-                refused.append(item.sku or item.product_id)
+                refused.append(lines.index((refund_id, index)))
                 continue
             Event.objects.create(
                 **common,
@@ -280,9 +325,30 @@ def order_news_record(*, site: Site, platform: str, delivery_id: str, body: byte
         "order_id": news.order_id,
         "state": _order_state(site, news.order_id),
         "test": news.is_test,
-        "refused_items": refused,
+        "refused_positions": sorted(refused),
     }
     if attribution is not None:
         response["attribution"] = attribution
-    ServerDelivery.objects.create(site=site, idempotency_key=key, body_sha256=digest, response=response)
-    return response
+    ServerDelivery.objects.create(
+        site=site, source=platform, idempotency_key=key, body_sha256=digest, response=response
+    )
+    return _answer(site, response, news)
+
+
+def _lines(news: OrderNews) -> list[tuple[str | None, int]]:
+    """Every line item a delivery names, in body order: the order's (None), then each refund's
+    (its id). A refused item is stored as its position in this list."""
+    return [(None, i) for i in range(len(news.items))] + [
+        (refund_id, i) for refund_id, items in news.refunds for i in range(len(items))
+    ]
+
+
+def _answer(site: Site, stored: dict, news: OrderNews) -> dict:
+    """The stored response with `refused_items` read back from the delivery's own body."""
+    items = news.items + [item for _, refund_items in news.refunds for item in refund_items]
+    labels = [item.sku or item.product_id for item in items]
+
+    def known(skus):
+        return {label for label, (_, product) in zip(labels, _products(site, items), strict=True) if product}
+
+    return refused_items_answer(stored, skus=labels, known=known)
