@@ -16,7 +16,7 @@ from notifications import metrics
 from notifications.identity import address_hash_compute, address_network, salt_cache_clear
 from notifications.models import Event
 from notifications.presence import Entry, MemoryPresence, _by_visitor
-from tests.factories import ProductFactory
+from tests.factories import ProductFactory, site_policy_set
 from tests.test_api_events import good, post
 from tests.test_widget_socket import communicator, settle, visitor
 
@@ -93,18 +93,11 @@ async def test_memory_presence_applies_the_cap(settings):
 
 
 @pytest.fixture
-def product():
-    from tests.factories import site_policy_set
-
-    product = ProductFactory()
-    # Let every number through uncapped, so the count itself is what the test reads.
-    site_policy_set(product.site, min_gap_s=0, per_page_view=10, per_session=100)
-    return product
-
-
-@pytest.fixture
-def target(product):
-    return {"key": product.site.public_key, "sku": product.sku, "product_id": product.pk}
+def target():
+    """A product whose policy lets every number through at once: the count is what is read."""
+    item = ProductFactory()
+    site_policy_set(item.site, min_gap_s=0, per_page_view=10, per_session=100)
+    return {"key": item.site.public_key, "sku": item.sku, "product_id": item.pk}
 
 
 def _viewing(messages) -> str | None:

@@ -73,19 +73,25 @@ def test_a_purchase_after_a_real_view_raises_no_alarm(client, site_products):
     assert audit.purchases_unviewed_audit(now=timezone.now() + LATER) == 0
 
 
-def test_a_page_view_with_the_widget_counts_as_viewed(client, site_products):
-    site, product = site_products
-    now = timezone.now()
+def _page_view(site, product, *, hours_ago: float) -> None:
+    """A page view with the widget's socket, as the hub logs it when the page view ends."""
+    started = timezone.now() - dt.timedelta(hours=hours_ago)
     Exposure.objects.create(
         site=site,
         product=product,
         visitor_hash="v" * 32,
         segment="default",
         arm="control",
-        started_at=now - dt.timedelta(hours=2),
-        ended_at=now - dt.timedelta(hours=2) + dt.timedelta(minutes=1),
+        started_at=started,
+        ended_at=started + dt.timedelta(minutes=1),
         outcome="shown",
     )
+
+
+def test_a_page_view_with_the_widget_counts_as_viewed(client, site_products):
+    site, product = site_products
+    now = timezone.now()
+    _page_view(site, product, hours_ago=2)
     assert send(client, purchase(product, occurred_at=now.isoformat()), site=site).status_code == 202
     assert audit.purchases_unviewed_audit(now=now + LATER) == 0
 
@@ -93,16 +99,7 @@ def test_a_page_view_with_the_widget_counts_as_viewed(client, site_products):
 def test_a_view_older_than_24_hours_does_not_back_a_purchase(client, site_products):
     site, product = site_products
     now = timezone.now()
-    Exposure.objects.create(
-        site=site,
-        product=product,
-        visitor_hash="v" * 32,
-        segment="default",
-        arm="control",
-        started_at=now - dt.timedelta(hours=25),
-        ended_at=now - dt.timedelta(hours=25),
-        outcome="shown",
-    )
+    _page_view(site, product, hours_ago=25)
     assert send(client, purchase(product, occurred_at=now.isoformat()), site=site).status_code == 202
     assert audit.purchases_unviewed_audit(now=now + LATER) == 1
 
