@@ -139,6 +139,9 @@ def demo_start(tmp: Path) -> Demo:
     env.update(
         CANDOR_SQLITE_PATH=str(tmp / "demo.sqlite3"),
         CANDOR_DEMO_ORIGINS=f"http://127.0.0.1:{port}",
+        # Every browser here comes from 127.0.0.1, and SPEC 7 counts at most two visitors of one
+        # address: the visitors stand behind a trusted proxy, each with an X-Forwarded-For of its own.
+        CANDOR_TRUSTED_PROXIES="127.0.0.1",
         DJANGO_SECURE_SSL_REDIRECT="0",
         DJANGO_LOG_LEVEL="WARNING",
     )
@@ -214,9 +217,16 @@ class Visitor:
         return [m for _, m in self.received if m.get("type") == "notification"]
 
 
+_addresses = iter(range(1, 1_000_000))
+
+
 def visitor_new(browser, name: str, *, instrument: bool = False, block_widget: bool = False) -> Visitor:
+    n = next(_addresses)
     context = browser.new_context(
-        user_agent=f"{CHROME_UA} {name}", locale=LOCALE, viewport={"width": 1280, "height": 800}
+        user_agent=f"{CHROME_UA} {name}",
+        locale=LOCALE,
+        viewport={"width": 1280, "height": 800},
+        extra_http_headers={"X-Forwarded-For": f"198.51.{100 + n // 250 % 100}.{1 + n % 250}"},
     )
     if instrument:
         context.add_init_script(INSTRUMENT)
