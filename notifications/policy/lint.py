@@ -57,13 +57,13 @@ _IGNORABLE = (
 # "{count}k", "#{count}", "{count}+" and "{count}{count}" change the number a shopper reads.
 _OPENING = "([\"'“„«‹¡¿"
 _CLOSING = ".,;:!?)]\"'”»›"
-_PLACEHOLDER_TOKEN = re.compile(
-    rf"^[{re.escape(_OPENING)}]*\{{[a-z]+\}}[{re.escape(_CLOSING)}]*$"
-)
+_PLACEHOLDER_TOKEN = re.compile(rf"^[{re.escape(_OPENING)}]*\{{[a-z]+\}}[{re.escape(_CLOSING)}]*$")
 _PLACEHOLDER = re.compile(r"\{([a-z]+)\}")
 # Signs that turn a number into another claim: a share, a multiple, a rank, "more than".
 _NUMBER_SIGNS = frozenset("%‰‱×+#№°")
-_ROMAN = re.compile(r"(?<!\w)(?=[MDCLXVI]{2,}(?!\w))M{0,4}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})(?!\w)")
+_ROMAN = re.compile(
+    r"(?<!\w)(?=[MDCLXVI]{2,}(?!\w))M{0,4}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})(?!\w)"
+)
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 LOWER_OK = frozenset({"I"})
 # German capitalises every noun: the capital-letter heuristic for names cannot apply to it.
@@ -264,7 +264,13 @@ def _time_words(cleaned: str, folded: str, kind: str | None) -> LintProblem | No
             return LintProblem(
                 "TIME_WORD",
                 f"'{_found(found)}' is a time the claim does not state; its time is said only by "
-                + ("{window}" if kind in WINDOWED_KINDS else "{minutes}" if kind == "recent_purchase" else "its placeholder"),
+                + (
+                    "{window}"
+                    if kind in WINDOWED_KINDS
+                    else "{minutes}"
+                    if kind == "recent_purchase"
+                    else "its placeholder"
+                ),
             )
     return None
 
@@ -291,16 +297,18 @@ def _vocabulary(literal: str, folded: str, locale: str | None) -> LintProblem | 
             follower = re.match(r"\s+(\w+)", folded[match.end() :])
             if follower and not _whole(_words("place_preposition_ok"), follower.group(1)):
                 return LintProblem(
-                    "NAME_OR_PLACE", f"'{_found(match)} {follower.group(1)}' names a place; labels enter only through {{group}}"
+                    "NAME_OR_PLACE",
+                    f"'{_found(match)} {follower.group(1)}' names a place; labels enter only as {{group}}",
                 )
     if locale not in _CAPITALISED_NOUNS:
         for match in _WORD.finditer(literal):
             word = match.group(0)
             before = literal[: match.start()].rstrip()
-            starts_sentence = not before or before[-1] in ".!?¡¿:\"“„«"
+            starts_sentence = not before or before[-1] in '.!?¡¿:"“„«'
             if word[0].isupper() and not starts_sentence and word not in LOWER_OK:
                 return LintProblem(
-                    "NAME_OR_PLACE", f"'{word}' looks like a name or a place; labels enter only through {{group}}"
+                    "NAME_OR_PLACE",
+                    f"'{word}' looks like a name or a place; labels enter only through {{group}}",
                 )
     return None
 
@@ -309,10 +317,14 @@ def _required(names: list[str], folded: str, kind: str | None) -> LintProblem | 
     values = [name for name in names if name in VALUE_PLACEHOLDERS]
     if kind is None:
         if not values:
-            return LintProblem("PLACEHOLDER_COUNT", "a template shows its number through {count} or {minutes}")
+            return LintProblem(
+                "PLACEHOLDER_COUNT", "a template shows its number through {count} or {minutes}"
+            )
         return None
     if kind == "recent_purchase" and "minutes" not in names:
-        return LintProblem("MISSING_MINUTES", "a recent purchase shows its age only through {minutes} minutes")
+        return LintProblem(
+            "MISSING_MINUTES", "a recent purchase shows its age only through {minutes} minutes"
+        )
     if kind in WINDOWED_KINDS or kind == "viewing_now":
         if "count" not in names:
             return LintProblem("MISSING_COUNT", f"a {kind} template shows its number through {{count}}")
