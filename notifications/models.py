@@ -600,13 +600,15 @@ class MessageTemplate(models.Model):
         return self.text
 
     def clean(self) -> None:
-        from .policy.lint import template_lint
+        from .policy.lint import template_lint, template_normalise
 
         for name in ("text", "text_plural"):
-            value = getattr(self, name)
+            # What is linted is what is stored and shown: NFKC, no invisible or bidi characters.
+            value = template_normalise(getattr(self, name))
+            setattr(self, name, value)
             if not value and name == "text_plural":
                 continue
-            problem = template_lint(value, kind=self.kind, tier=self.tier)
+            problem = template_lint(value, kind=self.kind, tier=self.tier, locale=self.locale)
             if (
                 problem is None
                 and self.group != "everyone"

@@ -95,11 +95,11 @@ def test_a_bad_policy_is_refused_with_a_clear_error(admin, over, field, message)
 @pytest.mark.parametrize(
     ("text", "code"),
     [
-        ("Hurry, only {count} left!", "pressure"),
-        ("12 people are viewing this", "digit"),
-        ("Michael from Boston is viewing this", "name_or_place"),
-        ("Everyone is viewing this", "superlative"),
-        ("Bought {minutes} minutes ago", "unbacked_placeholder"),
+        ("Hurry, only {count} left!", "SCARCITY"),
+        ("12 people are viewing this", "DIGIT"),
+        ("Michael from Boston is viewing this", "NAME_OR_PLACE"),
+        ("Everyone is viewing this", "SUPERLATIVE"),
+        ("Bought {minutes} minutes ago", "PLACEHOLDER_KIND"),
     ],
 )
 def test_a_rejected_template_shows_the_reason_in_the_admin(admin, text, code):
@@ -214,7 +214,7 @@ def test_the_linter_command_prints_a_verdict_per_line(tmp_path, capsys):
     assert exited.value.code == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "line 1: ACCEPT"
-    assert out[1].startswith("line 2: REJECT pressure: ")
+    assert out[1].startswith("line 2: REJECT SCARCITY: ")
     assert "Hurry, only" not in out[1], "the text is not echoed"
     assert out[2] == "2 lines: 1 accepted, 1 rejected"
     candidates.write_text("{count} other people are viewing this\n")

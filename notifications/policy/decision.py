@@ -322,8 +322,8 @@ _BUILTIN = {
         n,
     ),
     ("viewing_now", "first_time"): lambda n: ngettext(
-        "{count} other first-time visitor is viewing this",
-        "{count} other first-time visitors are viewing this",
+        "{count} other new visitor is viewing this",
+        "{count} other new visitors are viewing this",
         n,
     ),
     ("recent_purchase", "everyone"): lambda n: (

@@ -16,7 +16,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="a UTF-8 text file, one candidate per line ('-' for stdin)")
         parser.add_argument(
-            "--kind", choices=sorted(KIND_PLACEHOLDERS), help="check placeholders for this kind"
+            "--kind",
+            choices=sorted(KIND_PLACEHOLDERS),
+            help="check the rules of this kind (recent_purchase_just_now: the under-a-minute wording)",
+        )
+        parser.add_argument(
+            "--locale", help="the template's language (only relaxes the capitals rule for German nouns)"
         )
         parser.add_argument(
             "--tier", type=int, choices=(1, 2, 3), default=3, help="intensity tier (default 3)"
@@ -34,7 +39,9 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {path}: {exc}") from exc
         rejected = 0
         for number, line in enumerate(lines, start=1):
-            problem = template_lint(line, kind=options["kind"], tier=options["tier"])
+            problem = template_lint(
+                line, kind=options["kind"], tier=options["tier"], locale=options["locale"]
+            )
             if problem is None:
                 self.stdout.write(f"line {number}: ACCEPT")
             else:
