@@ -325,6 +325,8 @@ class Hub:
                 true_value=lowest.true_value,
                 evidence=lowest.evidence,
                 policy_version=lowest.policy_version,
+                template_text=lowest.template,
+                locale=lowest.language,
                 recipient_count=len(group),
             )
             # Every recipient of a claim gets the same bytes (a new toast's differ only by the
