@@ -7,6 +7,10 @@ the moment each was computed, and raise an alarm on any claim the ledger does no
   `computed_at`; the displayed number must not exceed it.
 - `viewing_now`: presence is not in the ledger, so the audit checks the claim against the
   aggregate logged with it (distinct visitors ≥ the true value ≥ the displayed number).
+- Every kind, first: the text the shopper read. It is rendered again from the template text and
+  locale logged with the notification and its claim, by the policy's own `template_render`; a
+  text that differs (changed in the database after the fact) raises an alarm (SPEC 7). Rows
+  logged before migration 0011 kept no template and skip this check.
 
 A second check (`purchases_unviewed_audit`, SPEC 7) looks at the store's own evidence: a signed
 purchase (the store's API, not a platform webhook) of a product that no visitor viewed in the 24
@@ -23,10 +27,11 @@ from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from . import metrics
 from .models import AuditAlarm, Event, EventKind, EventSource, Exposure, Notification
+from .policy.decision import template_render
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +58,42 @@ def _computed_at(row: Notification) -> dt.datetime:
         return row.created_at
 
 
+TEXT_DIFFERS = "the text shown differs from its template rendered with its claim"
+
+
+def text_check(row: Notification) -> tuple[str, str] | None:
+    """None if the notification's text is its template rendered with its claim (or the row kept
+    no template: logged before migration 0011), else (reason, the text rendered, cut to fit)."""
+    if not row.template_text:
+        return None
+    claim = row.claim or {}
+    # `{window}` is translated in the active language, as it was when the round rendered it.
+    with translation.override(row.locale or None):
+        try:
+            rendered = template_render(
+                template=row.template_text,
+                displayed=str(claim.get("displayed", "")),
+                window_s=int(claim.get("window_s", row.window_s)),
+                group_label=str((row.evidence or {}).get("group_label", "")),
+                language=translation.get_language(),
+            )
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            return "the logged template cannot be rendered", ""
+    if rendered != row.text:
+        return TEXT_DIFFERS, rendered[:40]
+    return None
+
+
 def claim_check(row: Notification) -> tuple[str, str] | None:
-    """None if the ledger backs the claim, else (reason, recomputed value)."""
+    """None if the text is its template's and the ledger backs the claim, else (reason,
+    recomputed value)."""
     claim = row.claim or {}
     shown = _displayed_number(str(claim.get("displayed", "")))
     if shown is None or claim.get("metric") != row.kind:
         return "the claim is malformed", ""
+    problem = text_check(row)
+    if problem is not None:
+        return problem
     if row.true_value < shown and row.kind != "recent_purchase":
         return "the logged true value is below the displayed number", str(row.true_value)
     at = _computed_at(row)

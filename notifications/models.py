@@ -258,6 +258,13 @@ class Notification(models.Model):
     window_s = models.PositiveIntegerField()
     evidence = models.JSONField()
     policy_version = models.CharField(max_length=64)
+    # The exact template text the message was rendered from and the language of its `{window}`
+    # words: the claims audit renders (template, claim, locale) again and alarms when `text`
+    # differs (SPEC 7). Kept here, not as a reference to the store's editable MessageTemplate, so
+    # a later edit of the template does not change what an old notification was rendered from.
+    # Blank on rows logged before migration 0011: the audit cannot re-render those.
+    template_text = models.CharField(max_length=500, blank=True, default="")
+    locale = models.CharField(max_length=16, blank=True, default="")
     recipient_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     last_emitted_at = models.DateTimeField(default=timezone.now)

@@ -211,12 +211,15 @@ def notification_log_record(
     true_value: int,
     evidence: dict,
     policy_version: str,
+    template_text: str,
+    locale: str,
     recipient_count: int,
 ) -> str:
     """Log a claim emitted to `recipient_count` sockets; returns the public id they all receive.
 
     One row per distinct emitted claim (same text, claim and policy version, SPEC 2.6). The row
-    keeps the lowest true value any recipient had and the evidence of its first emission.
+    keeps the lowest true value any recipient had and the evidence, template and locale of its
+    first emission (a later emission of the same text and claim renders the same text).
     """
     now = timezone.now()
     row = (
@@ -249,6 +252,8 @@ def notification_log_record(
         window_s=claim["window_s"],
         evidence=evidence,
         policy_version=policy_version,
+        template_text=template_text,
+        locale=locale,
         recipient_count=recipient_count,
         created_at=now,
         last_emitted_at=now,

@@ -185,7 +185,8 @@ class Hub:
         """Recompute and send: one presence read and one database hop (policy catalog, ledger
         metrics) for the product, then one decision per distinct (policy version, locale, kind,
         value), shared by every recipient it applies to; the holdout and the frequency caps are
-        then checked per recipient (new toasts only: updates are not capped). Returns how many
+        then checked per recipient (new toasts only: updates are not capped), counting the new
+        toasts this round already granted to that socket and that visitor. Returns how many
         messages were sent."""
         recipients = [c for c in self.sockets.get(product_id, ()) if c.listening]
         if not recipients:
@@ -210,6 +211,10 @@ class Hub:
         templates_by_locale: dict[str, tuple] = {}
         shared: dict[tuple, tuple] = {}  # viewing_now (decision, refusal) by (version, locale, value)
         per_claim: dict[int, list[tuple[WidgetConsumer, Decision]]] = defaultdict(list)
+        # New toasts granted so far this round, per socket: `consumer.opened` counts a toast only
+        # when its message is built, after every kind has been decided, so without this the later
+        # kinds of one round would not see the earlier ones under `per_page_view` (issue 19).
+        granted: Counter[WidgetConsumer] = Counter()
         outgoing: list[tuple[WidgetConsumer, dict]] = []
         retry_in_s: float | None = None
         for consumer in recipients:
@@ -283,7 +288,7 @@ class Hub:
                 last = max(filter(None, (session.last_toast_s, consumer.last_toast_s)), default=None)
                 state = SessionState(
                     now_s=now_s,
-                    page_toasts=sum(consumer.opened.values()),
+                    page_toasts=sum(consumer.opened.values()) + granted[consumer],
                     session_toasts=session.toasts,
                     last_toast_s=last,
                     dismissed_s=session.dismissed.get(kind),
@@ -302,6 +307,9 @@ class Hub:
                         remaining = max(0.1, wait - (now_s - (since or now_s)))
                         retry_in_s = remaining if retry_in_s is None else min(retry_in_s, remaining)
                     continue
+                # Counted at the grant, not when sent: the visit's count and the gap hold for
+                # the kinds still to be decided this round, on this socket and the visitor's others.
+                granted[consumer] += 1
                 session.toasts += 1
                 session.last_toast_s = consumer.last_toast_s = now_s
                 per_claim[claim_key].append((consumer, decision))
@@ -317,6 +325,8 @@ class Hub:
                 true_value=lowest.true_value,
                 evidence=lowest.evidence,
                 policy_version=lowest.policy_version,
+                template_text=lowest.template,
+                locale=lowest.language,
                 recipient_count=len(group),
             )
             # Every recipient of a claim gets the same bytes (a new toast's differ only by the

@@ -159,3 +159,45 @@ async def test_pause_lasts_for_the_visit_not_only_the_page(realtime_mode):
     again = await open_visible(target_of(product), visitor(0))
     assert await settle(again, timeout=0.8) == []
     await close_all([*comms[1:], again])
+
+
+async def _three_kinds_true(product):
+    """Three purchases in the window (one of them recent) and three other viewers: a page view
+    opened now has `viewing_now`, `recent_purchase` and `purchases_in_window` true at once."""
+    for order in ("o-1", "o-2", "o-3"):
+        assert (await signed_purchase(product, order=order)).status_code == 202
+    return await open_all(target_of(product), 3)
+
+
+def _new_toasts(messages):
+    return [m for m in messages if m["type"] == "notification"]
+
+
+async def test_toasts_granted_earlier_in_a_round_count_against_per_page_view(realtime_mode):
+    product = await sync_to_async(ProductFactory)()
+    await sync_to_async(site_policy_set)(product.site, min_gap_s=0, per_page_view=2, per_session=10)
+    others, seen = await _three_kinds_true(product)
+    shopper = await open_visible(target_of(product), visitor(7))
+    first = _new_toasts(await settle(shopper, timeout=3.0, quiet_s=0.5))
+    # Three kinds were true in the round that opened the page; the cap is two.
+    assert len(first) == 2, first
+    assert len({m["kind"] for m in first}) == 2
+    for comm, before in zip(others, seen, strict=True):
+        assert len(_new_toasts([*before, *await settle(comm, timeout=0.6)])) <= 2
+    await hub_get()._refusals_flush()
+    counted = await sync_to_async(lambda: {r.reason: r.count for r in RefusalCount.objects.all()})()
+    assert counted.get("FREQUENCY_CAP", 0) >= 1
+    await close_all([*others, shopper])
+
+
+async def test_toasts_granted_in_a_round_count_against_per_session_across_page_views(realtime_mode):
+    product = await sync_to_async(ProductFactory)()
+    await sync_to_async(site_policy_set)(product.site, min_gap_s=0, per_page_view=5, per_session=2)
+    others, _ = await _three_kinds_true(product)
+    shopper = await open_visible(target_of(product), visitor(7))
+    assert len(_new_toasts(await settle(shopper, timeout=3.0, quiet_s=0.5))) == 2
+    await shopper.disconnect()
+    # The same shopper's next page view, with the same three kinds true: the visit's two are used.
+    again = await open_visible(target_of(product), visitor(7))
+    assert _new_toasts(await settle(again, timeout=1.0, quiet_s=0.5)) == []
+    await close_all([*others, again])

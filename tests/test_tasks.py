@@ -121,6 +121,8 @@ def _log(product, metric):
         true_value=decision.true_value,
         evidence=decision.evidence,
         policy_version=decision.policy_version,
+        template_text=decision.template,
+        locale=decision.language,
         recipient_count=1,
     )
     return Notification.objects.get(public_id=public_id)

@@ -143,6 +143,11 @@ class Decision(NamedTuple):
     evidence: dict
     policy_version: str
     group: str = "everyone"
+    # What the text was rendered from, logged with the notification so the audit can render it
+    # again (SPEC 7): the exact template text (the store's, or the shipped one as translated),
+    # and the language its `{window}` words were rendered in.
+    template: str = ""
+    language: str = ""
 
     @property
     def claim(self) -> dict:
@@ -377,18 +382,34 @@ def _template_text(c: _Candidate, language: str | None) -> str | None:
     return _builtin(kind, c.group, c.displayed_value, language)
 
 
-def _render(c: _Candidate, language: str | None) -> str | None:
+def template_render(
+    *, template: str, displayed: str, window_s: int, group_label: str, language: str | None
+) -> str:
+    """A template's text for one claim. The policy renders every message with it, and the claims
+    audit renders a logged notification again with it (under `translation.override(language)`:
+    the `{window}` words are translated in the active language) to check the text shown."""
+    # Numbers and labels enter text only through placeholders, already capped (SPEC 3).
+    return template.format(
+        count=displayed,
+        minutes=displayed,
+        window=_window_words_in(language, window_s),
+        group=group_label,
+        product="",
+        share="",
+    )
+
+
+def _render(c: _Candidate, language: str | None) -> tuple[str, str] | None:
+    """(the template used, its text for this claim), or None when no template fits."""
     pattern = _template_text(c, language)
     if pattern is None:
         return None
-    # Numbers and labels enter text only through placeholders, already capped (SPEC 3).
-    return pattern.format(
-        count=c.displayed,
-        minutes=c.displayed,
-        window=_window_words_in(language, c.metric.window_s),
-        group=c.group_label,
-        product="",
-        share="",
+    return pattern, template_render(
+        template=pattern,
+        displayed=c.displayed,
+        window_s=c.metric.window_s,
+        group_label=c.group_label,
+        language=language,
     )
 
 
@@ -439,18 +460,28 @@ def decide(
         if isinstance(result, RefusalReason):
             return Refusal(reason=result, kind=metric.metric, policy_version=policy.version)
         candidate = result
-    text = _render(candidate, get_language() if language is _ACTIVE else language)
-    if text is None:
+    language = get_language() if language is _ACTIVE else language
+    rendered = _render(candidate, language)
+    if rendered is None:
         return Refusal(reason=RefusalReason.NO_TEMPLATE, kind=metric.metric, policy_version=policy.version)
+    template, text = rendered
     return Decision(
         kind=metric.metric,
         text=text,
         displayed=candidate.displayed,
         true_value=candidate.true_value,
         window_s=metric.window_s,
-        evidence={**metric.evidence, "group": candidate.group, "group_true_value": candidate.true_value}
+        # A named group's label is kept with the evidence: the text is re-rendered from it.
+        evidence={
+            **metric.evidence,
+            "group": candidate.group,
+            "group_true_value": candidate.true_value,
+            "group_label": candidate.group_label,
+        }
         if candidate.group != "everyone"
         else metric.evidence,
         policy_version=policy.version,
         group=candidate.group,
+        template=template,
+        language=language or "",
     )
