@@ -352,3 +352,14 @@ def test_frequency_caps_hold_over_any_sequence(steps, per_page, per_session, gap
 def test_visitor_buckets_spread_over_the_range():
     buckets = [visitor_bucket(f"v{n}") for n in range(1000)]
     assert 0 <= min(buckets) < 5 and 95 < max(buckets) < 100
+
+
+def test_a_store_recent_purchase_template_never_reads_zero_minutes():
+    """SPEC 3: `{minutes}` only when it is at least 1; under a minute, the kind's "just now"."""
+    templates = (Template("recent_purchase", 1, "everyone", "A shopper bought this {minutes} minutes ago"),)
+    just_now = decide(metric=purchase(30), policy=POLICY, templates=templates)
+    assert just_now.text == "Someone bought this just now"
+    assert (
+        decide(metric=purchase(5 * 60), policy=POLICY, templates=templates).text
+        == "A shopper bought this 5 minutes ago"
+    )

@@ -370,6 +370,10 @@ def _template_text(c: _Candidate, language: str | None) -> str | None:
     """The store's template for (kind, group) at the highest tier the policy allows, else the
     shipped one."""
     kind = c.metric.metric
+    if kind == "recent_purchase" and c.displayed_value < 1:
+        # Under a minute: the kind's "just now" wording (SPEC 3: `{minutes}` only when ≥ 1). A
+        # store's template carries `{minutes}` and would read "0 minutes ago".
+        return _builtin(kind, c.group, c.displayed_value, language)
     chosen = None
     for template in c.templates:
         if template.kind == kind and template.group == c.group and template.tier <= c.policy.tier:
