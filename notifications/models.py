@@ -607,8 +607,11 @@ class MessageTemplate(models.Model):
         return self.text
 
     def clean(self) -> None:
+        """Each text field is linted on its own; a refused one carries the linter's code and reason
+        as that field's error, so the admin shows it beside the field (both, if both are refused)."""
         from .policy.lint import template_lint, template_normalise
 
+        errors: dict[str, ValidationError] = {}
         for name in ("text", "text_plural"):
             # What is linted is what is stored and shown: NFKC, no invisible or bidi characters.
             value = template_normalise(getattr(self, name))
@@ -616,16 +619,20 @@ class MessageTemplate(models.Model):
             if not value and name == "text_plural":
                 continue
             problem = template_lint(value, kind=self.kind, tier=self.tier, locale=self.locale)
-            if (
-                problem is None
-                and self.group != "everyone"
-                and "{group}" not in value
-                and self.group == "category"
-            ):
-                problem_text = "a category-group template names the group through {group}"
-                raise ValidationError({name: problem_text})
             if problem is not None:
-                raise ValidationError({name: f"Rejected ({problem.code}): {problem.reason}"})
+                errors[name] = ValidationError(
+                    "Rejected (%(code)s): %(reason)s",
+                    code=problem.code,
+                    params={"code": problem.code, "reason": problem.reason},
+                )
+            elif self.group == "category" and "{group}" not in value:
+                errors[name] = ValidationError(
+                    "Rejected (GROUP_PLACEHOLDER): a category-group template names the group "
+                    "through {group}",
+                    code="GROUP_PLACEHOLDER",
+                )
+        if errors:
+            raise ValidationError(errors)
 
 
 class RefusalCount(models.Model):

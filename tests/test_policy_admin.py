@@ -2,6 +2,8 @@
 policy save is a new version; the preview shows what would be shown and why not."""
 
 import datetime as dt
+import html
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -118,6 +120,65 @@ def test_a_rejected_template_shows_the_reason_in_the_admin(admin, text, code):
     assert response.status_code == 200
     assert f"Rejected ({code})" in response.content.decode()
     assert not MessageTemplate.objects.exists()
+
+
+def _template_post(admin, site, **over):
+    data = {
+        "site": site.pk,
+        "kind": "viewing_now",
+        "group": "everyone",
+        "tier": 1,
+        "locale": "en",
+        "text": "{count} other person is viewing this",
+        "text_plural": "{count} other people are viewing this",
+    }
+    return admin.post("/admin/notifications/messagetemplate/add/", {**data, **over})
+
+
+def _field_errors(page: str, field: str) -> str:
+    """The error list Django's admin renders inside the row of `field` (the text beside it)."""
+    row = re.search(rf'<div class="form-row[^"]*field-{field}\b.*?</div>\s*</div>', page, re.S)
+    assert row is not None, f"no row for {field}"
+    errors = re.search(r'<ul class="errorlist[^"]*"[^>]*>(.*?)</ul>', row.group(0), re.S)
+    return errors.group(1) if errors else ""
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "code"),
+    [
+        ("text", "Hurry, only {count} left!", "SCARCITY"),
+        ("text", "12 people are viewing this", "DIGIT"),
+        ("text_plural", "{count} people are viewing this, don't wait", "SCARCITY"),
+        ("text_plural", "{count} people viewed this in the last hour", "TIME_WORD"),
+    ],
+)
+def test_a_refused_template_shows_its_code_and_reason_beside_the_refused_field(admin, field, text, code):
+    from notifications.policy.lint import template_lint
+
+    problem = template_lint(text, kind="viewing_now", tier=1, locale="en")
+    assert problem is not None and problem.code == code
+    response = _template_post(admin, SiteFactory(), **{field: text})
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors[field] == [f"Rejected ({problem.code}): {problem.reason}"]
+    assert form.errors.as_data()[field][0].code == problem.code
+    other = "text_plural" if field == "text" else "text"
+    assert other not in form.errors, "the accepted field carries no error"
+    assert "__all__" not in form.errors, "the reason is beside the field, not only at the top"
+    page = response.content.decode()
+    beside = html.unescape(_field_errors(page, field))
+    assert f"Rejected ({problem.code})" in beside and problem.reason in beside
+    assert _field_errors(page, other) == ""
+    assert not MessageTemplate.objects.exists()
+
+
+def test_both_refused_fields_show_their_own_reason(admin):
+    response = _template_post(
+        admin, SiteFactory(), text="Hurry, only {count} left!", text_plural="12 people are viewing this"
+    )
+    form = response.context["adminform"].form
+    assert [e.code for e in form.errors.as_data()["text"]] == ["SCARCITY"]
+    assert [e.code for e in form.errors.as_data()["text_plural"]] == ["DIGIT"]
 
 
 def test_an_accepted_template_is_used_by_the_catalog(admin):
