@@ -627,8 +627,7 @@ class MessageTemplate(models.Model):
                 )
             elif self.group == "category" and "{group}" not in value:
                 errors[name] = ValidationError(
-                    "Rejected (GROUP_PLACEHOLDER): a category-group template names the group "
-                    "through {group}",
+                    "Rejected (GROUP_PLACEHOLDER): a category-group template names the group through {group}",
                     code="GROUP_PLACEHOLDER",
                 )
         if errors:
