@@ -520,10 +520,24 @@ class ExposureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(admin.ModelAdmin):
-    """Templates are checked by the linter on save; a rejected one shows the reason."""
+    """Templates are checked by the linter on save; a refused one shows its code and reason
+    beside the refused field. The shipped default wording is listed, read-only, on the list and
+    on the form, so an owner reads today's wording before writing their own."""
 
     list_display = ("text", "kind", "group", "tier", "locale", "site")
     list_filter = ("site", "kind", "tier", "locale")
+
+    @staticmethod
+    def _shipped(extra_context):
+        from .policy.decision import builtin_templates
+
+        return {**(extra_context or {}), "shipped_templates": builtin_templates()}
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, self._shipped(extra_context))
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, self._shipped(extra_context))
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

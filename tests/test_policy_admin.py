@@ -181,6 +181,40 @@ def test_both_refused_fields_show_their_own_reason(admin):
     assert [e.code for e in form.errors.as_data()["text_plural"]] == ["DIGIT"]
 
 
+def test_the_shipped_wording_is_listed_read_only_beside_the_stores_own(admin):
+    from notifications.policy.decision import builtin_templates
+
+    site = SiteFactory()
+    assert _template_post(admin, site).status_code == 302
+    shipped = builtin_templates()
+    kinds = {(row.kind, row.group) for row in shipped}
+    assert ("viewing_now", "category") in kinds and ("add_to_cart_in_window", "category") in kinds
+    assert {row.kind for row in shipped} == {
+        "viewing_now",
+        "recent_purchase",
+        "purchases_in_window",
+        "add_to_cart_in_window",
+    }
+    assert ("{count} other person is viewing this", "{count} other people are viewing this") in {
+        (row.singular, row.plural) for row in shipped
+    }
+    assert "Someone bought this just now" in {row.singular for row in shipped}
+    for url in (
+        "/admin/notifications/messagetemplate/",
+        "/admin/notifications/messagetemplate/add/",
+        f"/admin/notifications/messagetemplate/{MessageTemplate.objects.get().pk}/change/",
+    ):
+        page = html.unescape(admin.get(url).content.decode())
+        table = page[page.index('id="shipped-templates"') :]
+        table = table[: table.index("</table>")]
+        assert "<input" not in table and "<textarea" not in table, "read-only"
+        for row in shipped:
+            assert row.singular in table and row.plural in table, (url, row)
+        if url.endswith("/messagetemplate/"):
+            # The store's own template is on the same page, in the list above the shipped ones.
+            assert page.index("{count} other person is viewing this") < page.index('id="shipped-templates"')
+
+
 def test_an_accepted_template_is_used_by_the_catalog(admin):
     site = SiteFactory()
     response = admin.post(

@@ -366,6 +366,28 @@ def _builtin_in(language: str | None, kind: str, group: str, value: int) -> str 
     return template(value) if template else None
 
 
+class BuiltinTemplate(NamedTuple):
+    """One shipped template, as the admin shows it beside a store's own (read-only)."""
+
+    kind: str
+    group: str
+    singular: str  # the wording for a value of 1, placeholders left in
+    plural: str  # the wording for other values ("" when the kind has no plural: just now)
+    when: str = ""  # when the wording is used, if not for every value
+
+
+def builtin_templates() -> list[BuiltinTemplate]:
+    """The shipped templates in the active language, per kind and reference group, with their
+    placeholders: each is rendered at a value of 1 (singular) and 2 (plural), the strings as
+    shipped. A recent purchase under a minute also lists its just-now wording."""
+    rows = []
+    for (kind, group), template in _BUILTIN.items():
+        rows.append(BuiltinTemplate(kind, group, template(1), template(2)))
+        if kind == "recent_purchase":
+            rows.append(BuiltinTemplate(kind, group, template(0), "", when="under a minute"))
+    return rows
+
+
 def _template_text(c: _Candidate, language: str | None) -> str | None:
     """The store's template for (kind, group) at the highest tier the policy allows, else the
     shipped one."""
