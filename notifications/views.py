@@ -1,34 +1,37 @@
 """The transparency page: what a toast claimed and on what basis (SPEC 5, `/why/<id>`)."""
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404, render
 
 from .metrics import EVIDENCE_IDS_MAX
 from .models import EventSource, Notification
-from .policy import policy_default
+from .policy import Policy, policy_default
 from .selectors import policy_by_version, purchase_sources_count
 
+# What the number in the message is, in plain words (no internal kind, policy or arm names),
+# and how it was counted. `{window}` is the claim's window ("the last 24 hours").
 METRIC_BASIS = {
     "viewing_now": (
-        "people other than you with this product's page open and visible right now",
+        "the number of people other than you with this page open in the last {window_s} seconds",
         "Each visitor is counted once however many tabs they have open, bots are not counted, "
         "and you are never counted in what you are shown. A page counts while it is open and "
         "visible and our server has confirmed it within the last {window_s} seconds.",
     ),
     "recent_purchase": (
-        "the most recent purchase of this product",
+        "minutes since the most recent verified order of this product, rounded down",
         "The store's server reported this order with a valid signature (or a verified Shopify or "
         "WooCommerce webhook); a browser can never report a purchase. The minutes are counted from "
         "the moment the store says the order was placed, rounded down. Refunded, cancelled and test "
         "orders are never shown, and nothing older than {window} is.",
     ),
     "purchases_in_window": (
-        "orders of this product over {window}",
+        "the number of orders of this product in {window}",
         "Each order counts once however many units it had. Only orders the store's server reported "
         "with a valid signature (or a verified platform webhook) count; refunded, cancelled and test "
         "orders do not.",
     ),
     "add_to_cart_in_window": (
-        "shoppers who added this product to their cart over {window}",
+        "shoppers who added this to their cart in {window}, at most {per_address} per network address",
         "Each shopper counts once, and bots are not counted. Because our visitor identifiers change "
         "every day, the count is that of the busiest single day, so one shopper is never counted twice.",
     ),
@@ -77,13 +80,70 @@ def _window_words(window_s: int) -> str:
     return f"the last {window_s} seconds"
 
 
+_SMALL_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def _number_words(n: int) -> str:
+    return _SMALL_NUMBERS[n] if 0 <= n < len(_SMALL_NUMBERS) else str(n)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _rules(policy: Policy, kind: str) -> list[str]:
+    """The store's rules that shaped this claim, in plain words: no policy version, no
+    experiment arm, no internal kind names (SPEC 5: "the store's policy summary")."""
+    rules = []
+    if kind == "recent_purchase":
+        oldest = policy.recency_s.get("recent_purchase", 3600) // 60
+        rules.append(
+            f"A purchase is shown only while it is at most {_plural(oldest, 'minute')} old, and its "
+            "age is rounded down to whole minutes."
+        )
+    else:
+        rules.append(
+            f"Nothing is shown below a true count of {policy.min_count}, and nothing that rounding "
+            f"brings below {policy.min_count}."
+        )
+        cap = policy.display_caps.get(kind)
+        if cap:
+            rules.append(f"Above {cap} the number is shown as “{cap}+”.")
+        step = max(1, policy.rounding_steps.get(kind, 1))
+        if step > 1:
+            rules.append(
+                f"Numbers are rounded down to a multiple of {step}, with “+” when that drops "
+                f"anything ({step * 7 + 2} is shown as “{step * 7}+”); never rounded up."
+            )
+        else:
+            rules.append("Numbers below that are shown exactly, never rounded up.")
+    often = f"At most {_plural(policy.per_page_view, 'new message')} per page"
+    often += f" and {policy.per_session} per visit"
+    if policy.min_gap_s:
+        often += f", at least {_plural(policy.min_gap_s, 'second')} apart"
+    silence = policy.dismiss_silence_s // 60
+    if silence:
+        often += f"; none for {_plural(silence, 'minute')} after you close one"
+    rules.append(often + ".")
+    rules.append("Numbers come only from recorded events, never typed in by hand.")
+    return rules
+
+
 def why(request, public_id: str):
     # Looked up by the random public id only: the row's integer id is never a /why/ address.
     notification = get_object_or_404(
         Notification.objects.select_related("site", "product"), public_id=public_id
     )
-    what, how = METRIC_BASIS.get(notification.kind, (notification.kind, ""))
+    what, how = METRIC_BASIS.get(notification.kind, ("the number in the message", ""))
     window = _window_words(notification.window_s)
+    per_address = (notification.evidence or {}).get("visitors_per_address")
+    if not isinstance(per_address, int) or per_address < 1:
+        per_address = settings.CANDOR_VISITORS_PER_ADDRESS
+    words = {
+        "window": window,
+        "window_s": notification.window_s,
+        "per_address": _number_words(per_address),
+    }
     policy = policy_by_version(notification.policy_version, site_id=notification.site_id) or policy_default()
     provenance, from_server, provenance_partial = _provenance(notification)
     response = render(
@@ -91,12 +151,12 @@ def why(request, public_id: str):
         "notifications/why.html",
         {
             "n": notification,
-            "what": what.format(window=window),
-            "how": how.format(window_s=notification.window_s, window=window),
+            "what": what.format(**words),
+            "how": how.format(**words),
             "window": window,
             "displayed": notification.claim.get("displayed"),
             "capped": str(notification.claim.get("displayed", "")).endswith("+"),
-            "policy": policy,
+            "rules": _rules(policy, notification.kind),
             "provenance": provenance,
             "provenance_partial": provenance_partial,
             "server_caveat": SERVER_CAVEAT if from_server else "",

@@ -282,9 +282,10 @@ def test_refusals_are_counted_and_the_latest_listed(admin):
     assert "BELOW_MIN_COUNT" in page
 
 
-def test_why_summarises_the_policy_version_the_claim_was_decided_under(client):
+def test_why_states_the_rules_of_the_policy_version_the_claim_was_decided_under(client):
     product = ProductFactory()
-    policy = site_policy_set(product.site, min_count=4, per_page_view=1)
+    policy = site_policy_set(product.site, min_count=4, per_page_view=1, cap_viewing_now=8)
+    site_policy_set(product.site, segment_name="Later", min_count=9)  # a newer edit: not this claim's
     notification = Notification.objects.create(
         site=product.site,
         product=product,
@@ -296,9 +297,13 @@ def test_why_summarises_the_policy_version_the_claim_was_decided_under(client):
         evidence={"distinct_visitors": 6},
         policy_version=policy.version_label,
     )
-    page = client.get(f"/why/{notification.public_id}").content.decode()
-    assert policy.version_label in page
-    assert "nothing below a true count of 4" in page and "at most 1 new messages per page" in page
+    page = html.unescape(client.get(f"/why/{notification.public_id}").content.decode())
+    assert "Nothing is shown below a true count of 4" in page
+    assert "Above 8 the number is shown as “8+”" in page
+    assert "At most 1 new message per page" in page
+    # Plain words only: no version label, no policy (arm) name, no internal kind name.
+    assert policy.version_label not in page and policy.name not in page
+    assert "Policy version" not in page and "viewing_now" not in page
 
 
 def test_the_linter_command_prints_a_verdict_per_line(tmp_path, capsys):

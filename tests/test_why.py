@@ -10,8 +10,9 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from notifications import metrics
-from notifications.models import Event, Notification
-from tests.factories import ProductFactory, SiteFactory
+from notifications.models import Event, Notification, PolicyConfig, PolicyVariant, SegmentConfig
+from notifications.services import policy_save
+from tests.factories import ProductFactory, SiteFactory, site_policy_set
 from tests.test_api_server_events import purchase, send
 from tests.test_api_webhooks import SHOPIFY_SECRET, shopify, shopify_order
 from tests.test_tasks import _log
@@ -138,6 +139,75 @@ def test_provenance_counts_only_this_products_purchases(client, shop):
     text = _text(client.get(f"/why/{notification.public_id}"))
     assert "WooCommerce" not in text
     assert "Verified by Shopify: 2 orders." in text
+
+
+PLAIN_MEANING = {
+    "viewing_now": (
+        30,
+        "3",
+        "The number of people other than you with this page open in the last 30 seconds.",
+    ),
+    "recent_purchase": (
+        3600,
+        "12",
+        "Minutes since the most recent verified order of this product, rounded down.",
+    ),
+    "purchases_in_window": (86_400, "5", "The number of orders of this product in the last 24 hours."),
+    "add_to_cart_in_window": (
+        86_400,
+        "4",
+        "Shoppers who added this to their cart in the last 24 hours, at most two per network address.",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PLAIN_MEANING))
+def test_why_says_what_the_number_is_in_plain_words_without_internal_names(client, product, kind):
+    """An experiment arm's policy decided the claim: the page states its rules in plain words and
+    names neither the arm, nor the policy version, nor the kind."""
+    default = site_policy_set(product.site, segment_name="Everyone", min_count=3)
+    arm = policy_save(
+        policy=PolicyConfig(
+            site=product.site,
+            name="cap 50",
+            cap_viewing_now=50,
+            cap_purchases_in_window=50,
+            cap_add_to_cart_in_window=50,
+            rounding_step=5,
+        )
+    )
+    PolicyVariant.objects.create(segment=SegmentConfig.objects.get(policy=default), policy=arm, share_pct=50)
+    window_s, displayed, meaning = PLAIN_MEANING[kind]
+    notification = _viewing(
+        product,
+        kind=kind,
+        claim={"metric": kind, "window_s": window_s, "displayed": displayed},
+        window_s=window_s,
+        policy_version=arm.version_label,
+    )
+    response = client.get(f"/why/{notification.public_id}")
+    text = _text(response)
+    assert meaning in text
+    for internal in (
+        arm.version_label,
+        arm.name,
+        default.name,
+        "Policy version",
+        "variant",
+        "experiment",
+        kind,
+    ):
+        assert internal not in text, internal
+    if kind == "recent_purchase":
+        assert "rounded down to whole minutes" in text
+    else:
+        assert "Above 50 the number is shown as “50+”." in text
+        assert "rounded down to a multiple of 5" in text and "37 is shown as “35+”" in text
+        assert "Nothing is shown below a true count of 3" in text
+    # Still the strict CSP, still not for search engines.
+    assert response["Content-Security-Policy"].startswith("default-src 'none';")
+    assert response["X-Robots-Tag"] == "noindex"
+    assert '<meta name="robots" content="noindex">' in response.content.decode()
 
 
 def test_a_viewing_claim_has_no_purchase_provenance(client, product):
