@@ -66,9 +66,29 @@ def test_every_shipped_locale_has_a_catalog_and_settings_name_them():
     for locale in TRANSLATED:
         po = (LOCALE_DIR / locale / "LC_MESSAGES" / "django.po").read_text("utf-8")
         assert f'"Language: {locale}\\n"' in po
-        assert 'msgstr ""\n\n' not in po.split("\n\n", 1)[1] + "\n", f"{locale}: an untranslated string"
-        assert 'msgstr[0] ""' not in po and 'msgstr[1] ""' not in po, f"{locale}: an untranslated form"
         assert "#, fuzzy" not in po
+        entries = _po_entries(po)
+        assert len(entries) == len(_BUILTIN) + 5  # every template (one just-now) and 4 window words
+        for entry in entries:
+            assert all(entry[key] for key in entry if key.startswith("msgstr")), f"{locale}: {entry}"
+
+
+def _po_entries(po: str) -> list[dict[str, str]]:
+    """The entries after the header, each {keyword: its string, continuation lines joined}."""
+    entries = []
+    for block in po.strip().split("\n\n")[1:]:
+        entry: dict[str, str] = {}
+        keyword = ""
+        for line in block.splitlines():
+            if line.startswith("#"):
+                continue
+            if line.startswith('"'):
+                entry[keyword] += line[1:-1]
+            else:
+                keyword, _, rest = line.partition(" ")
+                entry[keyword] = rest[1:-1]
+        entries.append(entry)
+    return entries
 
 
 @pytest.mark.parametrize("locale", LOCALES)
