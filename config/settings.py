@@ -109,6 +109,19 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en"
+# The shipped notification wording (notifications/policy/decision.py) is translated into these;
+# a shopper's locale picks one of them (decision.shopper_language), anything else reads English.
+LANGUAGES = [
+    ("en", "English"),
+    ("de", "Deutsch"),
+    ("fr", "Français"),
+    ("es", "Español"),
+    ("it", "Italiano"),
+    ("nl", "Nederlands"),
+]
+# `python manage.py compilemessages` turns the .po files here into .mo (bin/demo and bin/test run
+# it; the .mo files are build output and not committed).
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

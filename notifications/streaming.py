@@ -26,13 +26,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import get_language
 from redis.exceptions import RedisError
 
 from . import metrics
 from .gcpace import GcPacer
 from .policy import Decision, RefusalReason, decide
-from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal
+from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal, shopper_language
 from .presence import presence_store
 from .selectors import policy_catalog_get
 from .services import exposures_record, notification_log_record, refusal_counts_add
@@ -203,7 +202,6 @@ class Hub:
             return await _send_all([(c, _event(m)) for c in recipients for m in c.withdraw_all_messages()])
         presence = metrics.PresenceSnapshot.of(visitors)
         now_s = time.monotonic()
-        language = get_language()  # once per round: every decision of the round is in it
         by_kind: dict[str, list[metrics.Metric]] = defaultdict(list)
         for metric in ledger:
             by_kind[metric.metric].append(metric)  # narrowest window first
@@ -227,6 +225,9 @@ class Hub:
                 continue
             policy = arm.policy
             ctx = consumer.visitor_context
+            # The shopper's locale picks the language of the shipped wording (and of `{window}`);
+            # decisions are shared per locale below, so each is rendered in its own language.
+            language = shopper_language(ctx.locale)
             templates = templates_by_locale.get(ctx.locale)
             if templates is None:
                 templates = templates_by_locale[ctx.locale] = catalog.templates_for(ctx.locale)

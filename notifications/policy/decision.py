@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
+from django.conf import settings
+from django.utils import translation
 from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
 
@@ -298,8 +300,28 @@ def window_words(window_s: int) -> str:
     return _window_words_in(get_language(), window_s)
 
 
+@lru_cache(maxsize=256)
+def shopper_language(locale: str) -> str:
+    """The shipped language a shopper's locale reads (settings.LANGUAGES, translated in
+    locale/<lang>/LC_MESSAGES/django.po): "de-de" and "de" → "de"; a locale Candor does not ship
+    ("pt-br", "ja") or none → settings.LANGUAGE_CODE (English)."""
+    locale = (locale or "").strip().lower().replace("_", "-")
+    if not locale:
+        return settings.LANGUAGE_CODE
+    try:
+        return translation.get_supported_language_variant(locale)
+    except LookupError:
+        return settings.LANGUAGE_CODE
+
+
 @lru_cache(maxsize=1024)
 def _window_words_in(language: str | None, window_s: int) -> str:
+    # Translated in `language`, whatever is active: the cache is keyed by it.
+    with translation.override(language):
+        return _window_words(window_s)
+
+
+def _window_words(window_s: int) -> str:
     if window_s % 86_400 == 0 and window_s > 86_400:
         return _("in the last {n} days").format(n=window_s // 86_400)
     if window_s % 3600 == 0 and window_s > 3600:
@@ -363,7 +385,11 @@ def _builtin(kind: str, group: str, value: int, language: str | None) -> str | N
 def _builtin_in(language: str | None, kind: str, group: str, value: int) -> str | None:
     """Translations do not change while a process runs: cache them per language and value."""
     template = _BUILTIN.get((kind, group))
-    return template(value) if template else None
+    if template is None:
+        return None
+    # Translated in `language`, whatever is active: the cache is keyed by it.
+    with translation.override(language):
+        return template(value)
 
 
 class BuiltinTemplate(NamedTuple):
@@ -473,9 +499,10 @@ def decide(
     """Show `metric` to a visitor under `policy`, or refuse with a reason.
 
     `session=None` skips the frequency caps (the caller applies them per recipient); the holdout
-    is checked whenever the context names a visitor. Text is in the active language; a caller
-    making many decisions in one language passes `language=get_language()` once (the lookup is a
-    context-local read, a quarter of a decision's cost: bench/policy.py)."""
+    is checked whenever the context names a visitor. Text is in the shopper's language
+    (`shopper_language(context.locale)`) when the context has a locale, else the active one; a
+    caller making many decisions passes `language=` once (the lookup is a context-local read, a
+    quarter of a decision's cost: bench/policy.py)."""
     context = context or _NO_CONTEXT
     refusal = recipient_refusal(policy=policy, visitor=context.visitor, session=session, is_new=is_new)
     if refusal is not None:
@@ -486,7 +513,8 @@ def decide(
         if isinstance(result, RefusalReason):
             return Refusal(reason=result, kind=metric.metric, policy_version=policy.version)
         candidate = result
-    language = get_language() if language is _ACTIVE else language
+    if language is _ACTIVE:
+        language = shopper_language(context.locale) if context.locale else get_language()
     rendered = _render(candidate, language)
     if rendered is None:
         return Refusal(reason=RefusalReason.NO_TEMPLATE, kind=metric.metric, policy_version=policy.version)
