@@ -11,11 +11,10 @@ from django.utils import timezone
 
 from notifications import audit, metrics
 from notifications.models import AuditAlarm, Event, MessageTemplate, Notification
-from notifications.policy import decide, policy_default
 from notifications.selectors import policy_catalog_build
-from notifications.services import notification_log_record
 from tests.factories import ProductFactory
 from tests.test_policy_streaming import close_all, open_all, target_of
+from tests.test_tasks import _log
 
 pytestmark = pytest.mark.django_db
 
@@ -41,23 +40,10 @@ def purchases(product, n):
 
 
 def log(product, *, templates=()):
-    """Decide and log as the streaming round does (streaming.py passes the same fields)."""
-    metric = metrics.purchases_in_window(product_id=product.pk, at=timezone.now())[0]
-    decision = decide(metric=metric, policy=policy_default(), templates=templates)
-    public_id = notification_log_record(
-        site_id=product.site_id,
-        product_id=product.pk,
-        kind=decision.kind,
-        text=decision.text,
-        claim=decision.claim,
-        true_value=decision.true_value,
-        evidence=decision.evidence,
-        policy_version=decision.policy_version,
-        template_text=decision.template,
-        locale=decision.language,
-        recipient_count=1,
+    """The product's 24-hour order count, decided and logged as the streaming round does."""
+    return _log(
+        product, metrics.purchases_in_window(product_id=product.pk, at=timezone.now())[0], templates=templates
     )
-    return Notification.objects.get(public_id=public_id)
 
 
 def text_set_in_database(row, text):

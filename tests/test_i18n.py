@@ -19,12 +19,12 @@ from config.asgi import application
 from notifications import audit, metrics
 from notifications.metrics import Metric
 from notifications.models import AuditAlarm, Event, Notification
-from notifications.policy import Decision, Policy, decide, policy_default
+from notifications.policy import Decision, Policy, decide
 from notifications.policy import decision as decision_module
 from notifications.policy.decision import _BUILTIN, VisitorContext, _window_words_in, shopper_language
 from notifications.policy.lint import JUST_NOW, LOCALES, template_lint
-from notifications.services import notification_log_record
 from tests.factories import DEMO_ORIGIN, ProductFactory, site_policy_set
+from tests.test_tasks import _log
 from tests.test_widget_socket import BROWSER, address_of, settle
 
 LOCALE_DIR = Path(settings.BASE_DIR) / "locale"
@@ -222,21 +222,7 @@ def _purchases(product, n):
 def _log_german(product):
     """Decide for a German shopper and log as the streaming round does."""
     metric = metrics.purchases_in_window(product_id=product.pk, at=timezone.now())[0]
-    decision = decide(metric=metric, policy=policy_default(), context=VisitorContext(locale="de-de"))
-    public_id = notification_log_record(
-        site_id=product.site_id,
-        product_id=product.pk,
-        kind=decision.kind,
-        text=decision.text,
-        claim=decision.claim,
-        true_value=decision.true_value,
-        evidence=decision.evidence,
-        policy_version=decision.policy_version,
-        template_text=decision.template,
-        locale=decision.language,
-        recipient_count=1,
-    )
-    return Notification.objects.get(public_id=public_id)
+    return _log(product, metric, context=VisitorContext(locale="de-de"))
 
 
 @pytest.mark.django_db

@@ -110,8 +110,9 @@ def test_presence_sweep_drops_ghosts_no_process_holds(redis_url, settings):
     client.close()
 
 
-def _log(product, metric):
-    decision = decide(metric=metric, policy=policy_default())
+def _log(product, metric, *, templates=(), context=None):
+    """Decide and log as the streaming round does (streaming.py passes the same fields)."""
+    decision = decide(metric=metric, policy=policy_default(), templates=templates, context=context)
     public_id = notification_log_record(
         site_id=product.site_id,
         product_id=product.pk,
