@@ -2,7 +2,6 @@
 nl from locale/<lang>/LC_MESSAGES/django.po, chosen by the shopper's locale, each passing its own
 locale's linter, and re-rendered unchanged by the claims audit."""
 
-import datetime as dt
 import re
 import string
 from pathlib import Path
@@ -18,12 +17,13 @@ from django.utils.translation import trans_real
 from config.asgi import application
 from notifications import audit, metrics
 from notifications.metrics import Metric
-from notifications.models import AuditAlarm, Event, Notification
+from notifications.models import AuditAlarm, Notification
 from notifications.policy import Decision, Policy, decide
 from notifications.policy import decision as decision_module
 from notifications.policy.decision import _BUILTIN, VisitorContext, _window_words_in, shopper_language
 from notifications.policy.lint import JUST_NOW, LOCALES, template_lint
 from tests.factories import DEMO_ORIGIN, ProductFactory, site_policy_set
+from tests.test_audit_text import purchases
 from tests.test_tasks import _log
 from tests.test_widget_socket import BROWSER, address_of, settle
 
@@ -204,21 +204,6 @@ def test_a_shopper_in_a_locale_not_shipped_reads_english():
 # --- The claims audit renders a translated toast back unchanged ----------------------------------
 
 
-def _purchases(product, n):
-    now = timezone.now()
-    for i in range(n):
-        Event.objects.create(
-            site=product.site,
-            product=product,
-            kind="purchase",
-            source="server",
-            occurred_at=now - dt.timedelta(minutes=10 + i),
-            received_at=now,
-            order_id=f"o{i}",
-            verified=True,
-        )
-
-
 def _log_german(product):
     """Decide for a German shopper and log as the streaming round does."""
     metric = metrics.purchases_in_window(product_id=product.pk, at=timezone.now())[0]
@@ -229,8 +214,8 @@ def _log_german(product):
 def test_the_audit_passes_a_german_toast_and_alarms_when_it_is_changed():
     honest_product = ProductFactory()
     tampered_product = ProductFactory(site=honest_product.site)
-    _purchases(honest_product, 4)
-    _purchases(tampered_product, 4)
+    purchases(honest_product, 4)
+    purchases(tampered_product, 4)
     honest, tampered = _log_german(honest_product), _log_german(tampered_product)
     assert honest.text == "4 Bestellungen in den letzten 24 Stunden"
     assert (honest.template_text, honest.locale) == ("{count} Bestellungen {window}", "de")
