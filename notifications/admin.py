@@ -5,16 +5,17 @@ import datetime as dt
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import get_fields_from_path
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Q
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from . import tenancy
 from .models import (
     AuditAlarm,
     DailySalt,
@@ -32,6 +33,7 @@ from .models import (
     SegmentConfig,
     ServerDelivery,
     Site,
+    SiteMembership,
     SiteSecret,
 )
 from .services import (
@@ -55,7 +57,84 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class SiteSecretInline(ReadOnlyAdminMixin, admin.TabularInline):
+class TenantAdminMixin:
+    """Stores are tenants (SPEC 7), on every admin page of the app: this one mixin, on every
+    ModelAdmin and inline here (a test walks the admin's registry to hold that).
+
+    - Lists, change forms, history, delete pages, date drill-downs, list filters, actions (they
+      act on the list's queryset) and autocomplete (it asks the related admin's queryset) see
+      only the stores the user is a member of; another store's object is a 404, not a redirect
+      that would confirm it exists.
+    - Changing, adding and deleting need Django's model permission AND the `owner` role in the
+      object's store; viewers change nothing.
+    - A foreign-key choice (a product's store, a segment's policy, a variant's policy) lists only
+      the stores the user owns, so nothing can be attached to another store.
+    Superusers see and change everything (`tenancy.site_roles` is None for them)."""
+
+    def get_queryset(self, request):
+        return tenancy.tenant_filter(super().get_queryset(request), tenancy.sites_visible(request.user))
+
+    def _tenant_allows(self, request, obj, site_ids) -> bool:
+        if site_ids is None:
+            return True
+        if obj is None:  # the page or form as a whole: the user needs some store, the model a path
+            return bool(site_ids) and bool(tenancy.site_paths(self.model))
+        sites = tenancy.sites_of(obj)  # for an inline, `obj` is the parent object
+        return bool(sites) and sites <= site_ids
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self._tenant_allows(
+            request, obj, tenancy.sites_visible(request.user)
+        )
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._tenant_allows(
+            request, obj, tenancy.sites_owned(request.user)
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._tenant_allows(
+            request, obj, tenancy.sites_owned(request.user)
+        )
+
+    def has_add_permission(self, request, *args):  # ModelAdmin: (request); inline: (request, obj)
+        if not super().has_add_permission(request, *args):
+            return False
+        if self.model is Site:  # new stores are made by superusers (or `candor_site create`)
+            return request.user.is_superuser
+        return self._tenant_allows(request, args[0] if args else None, tenancy.sites_owned(request.user))
+
+    def has_owner_permission(self, request) -> bool:
+        """For actions' `allowed_permissions`: the user owns a store (each object is checked
+        again in the action)."""
+        owned = tenancy.sites_owned(request.user)
+        return owned is None or bool(owned)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        related = db_field.related_model
+        if "queryset" not in kwargs and tenancy.site_paths(related):
+            queryset = self.get_field_queryset(None, db_field, request)
+            if queryset is None:
+                queryset = related._default_manager.all()
+            kwargs["queryset"] = tenancy.tenant_filter(queryset, tenancy.sites_owned(request.user))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_list_filter(self, request):
+        """A filter on a foreign key offers only the values in the user's own rows (Django's
+        plain related filter would list every store and product)."""
+        filters = []
+        for item in super().get_list_filter(request):
+            if isinstance(item, str) and get_fields_from_path(self.model, item)[-1].is_relation:
+                item = (item, admin.RelatedOnlyFieldListFilter)
+            filters.append(item)
+        return filters
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django redirects with "… doesn't exist"; another store's object is simply not found.
+        raise Http404(f"No {opts.verbose_name} with this id.")
+
+
+class SiteSecretInline(ReadOnlyAdminMixin, TenantAdminMixin, admin.TabularInline):
     model = SiteSecret
     extra = 0
     fields = ("masked", "created_at", "retired_at")
@@ -67,7 +146,7 @@ class SiteSecretInline(ReadOnlyAdminMixin, admin.TabularInline):
         return f"{obj.secret[:7]}…"  # the whole secret is shown once, when it is made
 
 
-class ProductInline(admin.TabularInline):
+class ProductInline(TenantAdminMixin, admin.TabularInline):
     model = Product
     extra = 0
     fields = ("sku", "name", "category", "category_kind", "url")
@@ -111,7 +190,7 @@ class SiteForm(forms.ModelForm):
 
 
 @admin.register(Site)
-class SiteAdmin(admin.ModelAdmin):
+class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
     form = SiteForm
     list_display = ("name", "public_key", "origin_list", "active_secrets", "is_demo", "is_active")
     search_fields = ("name", "public_key")
@@ -161,13 +240,20 @@ class SiteAdmin(admin.ModelAdmin):
             lift = 10.0
         return (days if days in PERIODS_DAYS else 28), (lift if 1 <= lift <= 100 else 10.0)
 
+    def _site_visible(self, request, site_id: int) -> Site:
+        """The store, if this user may see it (another store's is a 404, like a missing one)."""
+        site = self.get_object(request, str(site_id))
+        if site is None:
+            raise Http404("No such site.")
+        if not self.has_view_permission(request, site):
+            raise PermissionDenied
+        return site
+
     def experiment_view(self, request, site_id: int):
         """The experiment dashboard (SPEC 4): arms, lifts with intervals, the reactance curve."""
         from .dashboard import dashboard_context
 
-        site = get_object_or_404(Site, pk=site_id)
-        if not self.has_view_permission(request, site):
-            raise PermissionDenied
+        site = self._site_visible(request, site_id)
         days, lift = self._period(request)
         context = {
             **self.admin_site.each_context(request),
@@ -181,9 +267,7 @@ class SiteAdmin(admin.ModelAdmin):
         from .dashboard import results_csv
         from .experiments import experiment_results
 
-        site = get_object_or_404(Site, pk=site_id)
-        if not self.has_view_permission(request, site):
-            raise PermissionDenied
+        site = self._site_visible(request, site_id)
         days, lift = self._period(request)
         until = timezone.now()
         results = experiment_results(
@@ -230,17 +314,37 @@ class SiteAdmin(admin.ModelAdmin):
         secret = SiteSecret.objects.create(site=obj, secret=secret_key_new())
         self._show_once(request, obj, secret.secret)
 
-    @admin.action(description="Rotate the signing secret (the old one keeps working until retired)")
+    def _owned_only(self, request, queryset) -> list[Site] | None:
+        """The selected stores, or None (and an error) if the user does not own every one of
+        them: a secret action is all or nothing."""
+        sites = list(queryset)
+        refused = [site for site in sites if not self.has_change_permission(request, site)]
+        if refused:
+            self.message_user(
+                request,
+                "Only an owner of a store may change its secrets; nothing was done for "
+                + ", ".join(str(site) for site in refused),
+                messages.ERROR,
+            )
+            return None
+        return sites
+
+    @admin.action(
+        description="Rotate the signing secret (the old one keeps working until retired)",
+        permissions=("change", "owner"),
+    )
     def rotate_secret(self, request, queryset):
-        for site in queryset:
+        for site in self._owned_only(request, queryset) or ():
             try:
                 self._show_once(request, site, site_secret_rotate(site=site))
             except SiteError as exc:
                 self.message_user(request, f"{site}: {exc}", messages.ERROR)
 
-    @admin.action(description="Retire old signing secrets (keep only the newest)")
+    @admin.action(
+        description="Retire old signing secrets (keep only the newest)", permissions=("change", "owner")
+    )
     def retire_old_secrets(self, request, queryset):
-        for site in queryset:
+        for site in self._owned_only(request, queryset) or ():
             retired = site_secret_retire(site=site)
             self.message_user(request, f"{site}: retired {retired} secret(s).")
 
@@ -257,14 +361,14 @@ class SiteAdmin(admin.ModelAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_display = ("name", "sku", "site", "category", "category_kind")
     list_filter = ("site", "category_kind")
     search_fields = ("name", "sku")
 
 
 @admin.register(Event)
-class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ("id", "kind", "site", "product", "source", "occurred_at", "verified", "is_bot", "is_test")
     list_filter = ("kind", "source", "verified", "is_bot", "is_test", "site")
     date_hierarchy = "occurred_at"
@@ -272,7 +376,7 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "text",
@@ -307,7 +411,7 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 def _alarms_warn(request) -> None:
-    count = AuditAlarm.objects.count()
+    count = tenancy.tenant_filter(AuditAlarm.objects.all(), tenancy.sites_visible(request.user)).count()
     if count:
         messages.error(
             request,
@@ -317,7 +421,7 @@ def _alarms_warn(request) -> None:
 
 
 @admin.register(AuditAlarm)
-class AuditAlarmAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditAlarmAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ("notification", "event", "reason", "claimed", "recomputed", "found_at")
     list_select_related = ("notification", "event")
 
@@ -327,7 +431,7 @@ class AuditAlarmAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(HourlyRollup)
-class HourlyRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class HourlyRollupAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ("hour", "site", "product", "kind", "events", "visitors", "orders")
     list_filter = ("kind", "site")
     date_hierarchy = "hour"
@@ -335,7 +439,7 @@ class HourlyRollupAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ServerDelivery)
-class ServerDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ServerDeliveryAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     """Accepted signed requests and platform deliveries, by idempotency key (unpaid orders too)."""
 
     list_display = ("idempotency_key", "site", "received_at", "response")
@@ -344,13 +448,13 @@ class ServerDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(DailySalt)
-class DailySaltAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DailySaltAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ("day", "created_at")
     exclude = ("salt",)
 
 
 @admin.register(IngestRefusal)
-class IngestRefusalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class IngestRefusalAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = ("day", "site", "endpoint", "code", "count")
     list_filter = ("endpoint", "code", "site")
 
@@ -358,7 +462,7 @@ class IngestRefusalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 # --- The policy layer (SPEC 3) ---------------------------------------------------------------
 
 
-class PolicySnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
+class PolicySnapshotInline(ReadOnlyAdminMixin, TenantAdminMixin, admin.TabularInline):
     model = PolicySnapshot
     fields = ("version", "label", "created_at", "settings")
     readonly_fields = fields
@@ -366,7 +470,7 @@ class PolicySnapshotInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(PolicyConfig)
-class PolicyConfigAdmin(admin.ModelAdmin):
+class PolicyConfigAdmin(TenantAdminMixin, admin.ModelAdmin):
     """Every save is a new version; earlier versions stay as snapshots (notifications name them)."""
 
     list_display = (
@@ -411,9 +515,13 @@ class PolicyConfigAdmin(admin.ModelAdmin):
         return [path("preview/", preview, name="candor_preview"), *super().get_urls()]
 
     def preview_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         from .preview import PreviewForm, preview_build
 
         form = PreviewForm(request.GET or None)
+        products = form.fields["product"]
+        products.queryset = tenancy.tenant_filter(products.queryset, tenancy.sites_visible(request.user))
         preview = preview_build(form.cleaned_data) if form.is_valid() else None
         context = {
             **self.admin_site.each_context(request),
@@ -453,7 +561,7 @@ class PolicyVariantFormSet(BaseInlineFormSet):
             raise ValidationError(f"The variants share {total:g}% of the segment; at most 100% in all.")
 
 
-class PolicyVariantInline(admin.TabularInline):
+class PolicyVariantInline(TenantAdminMixin, admin.TabularInline):
     """Experiment arms (SPEC 4): shares of the segment's visitors who get another policy."""
 
     model = PolicyVariant
@@ -465,7 +573,7 @@ class PolicyVariantInline(admin.TabularInline):
 
 
 @admin.register(SegmentConfig)
-class SegmentConfigAdmin(admin.ModelAdmin):
+class SegmentConfigAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "site",
@@ -498,7 +606,7 @@ class SegmentConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(Exposure)
-class ExposureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ExposureAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     """Page views and what they were shown (SPEC 4). The visitor hash is not displayed."""
 
     list_display = (
@@ -519,7 +627,7 @@ class ExposureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(admin.ModelAdmin):
+class MessageTemplateAdmin(TenantAdminMixin, admin.ModelAdmin):
     """Templates are checked by the linter on save; a refused one shows its code and reason
     beside the refused field. The shipped default wording is listed, read-only, on the list and
     on the form, so an owner reads today's wording before writing their own."""
@@ -545,9 +653,27 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 
 
 @admin.register(RefusalCount)
-class RefusalCountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RefusalCountAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     """Why something was not shown: per day, site, kind, reason and policy version; latest first."""
 
     list_display = ("last_at", "site", "kind", "reason", "policy_version", "count", "day")
     list_filter = ("reason", "kind", "site")
     ordering = ("-last_at",)
+
+
+@admin.register(SiteMembership)
+class SiteMembershipAdmin(TenantAdminMixin, admin.ModelAdmin):
+    """Who may see and change each store. A store's members see its list; only superusers grant
+    and revoke (here or with `candor_site grant` / `revoke`)."""
+
+    list_display = ("user", "site", "role", "created_at")
+    list_filter = ("role", "site")
+
+    def has_add_permission(self, request, *args):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser

@@ -4,6 +4,7 @@ import secrets
 import unicodedata
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
@@ -740,3 +741,31 @@ class Conversion(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.order_id}"
+
+
+# --- Stores are tenants (SPEC 7) --------------------------------------------------------------
+
+
+class MemberRole(models.TextChoices):
+    OWNER = "owner", "owner (changes the store's settings and secrets)"
+    VIEWER = "viewer", "viewer (reads, changes nothing)"
+
+
+class SiteMembership(models.Model):
+    """A staff user's access to one store. Every admin page shows a user only the stores they are
+    a member of (superusers see all); what they may change there also needs the `owner` role
+    besides Django's model permission (`notifications/tenancy.py`). Managed with
+    `candor_site grant` / `candor_site revoke`."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="candor_memberships"
+    )
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=MemberRole.choices, default=MemberRole.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "site"], name="membership_per_user_site")]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.site} ({self.role})"

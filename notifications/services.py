@@ -4,6 +4,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -14,12 +17,14 @@ from .models import (
     CategoryKind,
     Exposure,
     IngestRefusal,
+    MemberRole,
     Notification,
     PolicyConfig,
     PolicySnapshot,
     Product,
     RefusalCount,
     Site,
+    SiteMembership,
     SiteSecret,
     label_clean,
 )
@@ -103,6 +108,83 @@ def site_secret_retire(*, site: Site) -> int:
         old.retired_at = timezone.now()
         old.save(update_fields=["retired_at"])
     return len(active[1:])
+
+
+# --- Memberships: stores are tenants (SPEC 7) -------------------------------------------------
+
+# The Django permissions a role's group carries. They are needed as well as the membership: a
+# store's page shows a user only what both allow. Owners change the store's settings and catalog
+# and run its secret actions; nobody changes the ledger or the logs (the admin refuses that to
+# superusers too). Creating stores and granting access stay with superusers (this CLI).
+_ROLE_GROUPS = {
+    MemberRole.VIEWER: "Candor store viewers",
+    MemberRole.OWNER: "Candor store owners",
+}
+_OWNER_CHANGES = {
+    "site": ("change",),
+    "product": ("add", "change", "delete"),
+    "policyconfig": ("add", "change", "delete"),
+    "segmentconfig": ("add", "change", "delete"),
+    "policyvariant": ("add", "change", "delete"),
+    "messagetemplate": ("add", "change", "delete"),
+}
+
+
+def _role_group(role: str) -> Group:
+    group, _ = Group.objects.get_or_create(name=_ROLE_GROUPS[role])
+    app = Site._meta.app_label
+    codenames = {f"view_{model._meta.model_name}" for model in apps.get_app_config(app).get_models()}
+    codenames.discard("view_dailysalt")
+    if role == MemberRole.OWNER:
+        codenames |= {f"{action}_{model}" for model, actions in _OWNER_CHANGES.items() for action in actions}
+    group.permissions.set(Permission.objects.filter(content_type__app_label=app, codename__in=codenames))
+    return group
+
+
+@transaction.atomic
+def membership_grant(*, site: Site, username: str, role: str = MemberRole.VIEWER) -> SiteMembership:
+    """Give a staff user access to one store (or change their role there). The user becomes
+    staff, so they can sign in to the admin, and joins the role's group."""
+    if role not in MemberRole.values:
+        raise SiteError(f"unknown role {role!r}; one of: {', '.join(MemberRole.values)}", field="role")
+    user = _user_by_name(username)
+    membership, _ = SiteMembership.objects.update_or_create(user=user, site=site, defaults={"role": role})
+    if not user.is_staff:
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    _groups_sync(user)
+    return membership
+
+
+@transaction.atomic
+def membership_revoke(*, site: Site, username: str) -> bool:
+    """Take a user's access to one store away; False if they had none. Their role groups follow
+    the memberships they still have."""
+    user = _user_by_name(username)
+    deleted, _ = SiteMembership.objects.filter(user=user, site=site).delete()
+    _groups_sync(user)
+    return bool(deleted)
+
+
+def _user_by_name(username: str):
+    model = get_user_model()
+    try:
+        return model.objects.get(**{model.USERNAME_FIELD: username})
+    except model.DoesNotExist:
+        raise SiteError(
+            f"no user {username!r}; create it first (manage.py createsuperuser, or the admin's Users page)",
+            field="user",
+        ) from None
+
+
+def _groups_sync(user) -> None:
+    roles = set(SiteMembership.objects.filter(user=user).values_list("role", flat=True))
+    for role in MemberRole.values:
+        group = _role_group(role)
+        if role in roles:
+            user.groups.add(group)
+        else:
+            user.groups.remove(group)
 
 
 @dataclass(frozen=True)

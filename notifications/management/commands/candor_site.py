@@ -5,6 +5,8 @@
   candor_site retire --key pk_…
   candor_site products --key pk_… FILE.json
   candor_site origins --key pk_… --origin URL [--origin URL …]
+  candor_site grant --key pk_… --user NAME [--role owner|viewer]
+  candor_site revoke --key pk_… --user NAME
 
 Every subcommand prints one JSON object on stdout.
 """
@@ -13,9 +15,12 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from notifications.models import MemberRole
 from notifications.selectors import site_by_key
 from notifications.services import (
     SiteError,
+    membership_grant,
+    membership_revoke,
     products_upsert,
     site_create,
     site_origins_set,
@@ -48,6 +53,15 @@ class Command(BaseCommand):
         origins = sub.add_parser("origins", help="Replace a site's allowed origins.")
         origins.add_argument("--key", required=True)
         origins.add_argument("--origin", action="append", required=True, dest="origins")
+        grant = sub.add_parser(
+            "grant", help="Give a user access to the site in the admin (viewer by default; owner changes it)."
+        )
+        grant.add_argument("--key", required=True)
+        grant.add_argument("--user", required=True)
+        grant.add_argument("--role", choices=MemberRole.values, default=MemberRole.VIEWER)
+        revoke = sub.add_parser("revoke", help="Take a user's access to the site away.")
+        revoke.add_argument("--key", required=True)
+        revoke.add_argument("--user", required=True)
 
     def handle(self, *args, **options):
         action = options["action"]
@@ -94,3 +108,16 @@ class Command(BaseCommand):
     def _origins(self, options):
         site = site_origins_set(site=self._site(options), origins=options["origins"])
         return {"key": site.public_key, "origins": site.origins}
+
+    def _grant(self, options):
+        site = self._site(options)
+        membership = membership_grant(site=site, username=options["user"], role=options["role"])
+        return {"key": site.public_key, "user": options["user"], "role": membership.role}
+
+    def _revoke(self, options):
+        site = self._site(options)
+        return {
+            "key": site.public_key,
+            "user": options["user"],
+            "revoked": membership_revoke(site=site, username=options["user"]),
+        }
