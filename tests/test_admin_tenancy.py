@@ -304,7 +304,8 @@ def test_foreign_key_choices_offer_only_the_owners_stores(client, world, model):
     for form in forms:
         for name, field in form.fields.items():
             queryset = getattr(field, "queryset", None)
-            if queryset is None or not tenancy.site_paths(queryset.model):
+            # `id`: a formset row's own hidden key, looked up among the parent's rows only.
+            if name == "id" or queryset is None or not tenancy.site_paths(queryset.model):
                 continue
             offered = tenancy.tenant_filter(queryset, {b_site})
             assert not offered.exists(), f"{model.__name__}.{name} offers store B's {queryset.model.__name__}"
@@ -439,3 +440,13 @@ def test_roles_are_read_once_per_request(client, world, django_assert_max_num_qu
     client.get(_url(Product, "changelist"))  # warm up sessions and content types
     with django_assert_max_num_queries(15):
         assert client.get(_url(Product, "changelist")).status_code == 200
+
+
+@pytest.mark.parametrize("who", ["viewer", "owner"])
+def test_autocomplete_offers_only_the_members_stores(client, world, who):
+    response = _login(client, world[who]).get(
+        reverse("admin:autocomplete"),
+        {"app_label": APP, "model_name": "product", "field_name": "site", "term": "Store"},
+    )
+    assert response.status_code == 200
+    assert [row["text"] for row in response.json()["results"]] == ["Store A"]
