@@ -119,6 +119,14 @@ class TenantAdminMixin:
             kwargs["queryset"] = tenancy.tenant_filter(queryset, tenancy.sites_owned(request.user))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def get_readonly_fields(self, request, obj=None):
+        """An object stays in the store it was made in: a policy, segment, template or product
+        moved to another store would carry its history (and a store's evidence) with it."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and tenancy.site_paths(self.model) == ("site",) and "site" not in fields:
+            fields.append("site")
+        return fields
+
     def get_list_filter(self, request):
         """A filter on a foreign key offers only the values in the user's own rows (Django's
         plain related filter would list every store and product)."""

@@ -188,8 +188,8 @@ def test_changelist_lists_only_the_members_stores(client, world, model, who):
     assert world["a"][model].pk in shown
     assert world["b"][model].pk not in shown
     # Nothing on the page names store B (list filters offer only the user's own values).
-    assert b"Store B" not in response.content
-    assert b"Gadget B" not in response.content
+    for name in (b"Store B", b"Gadget B", b"Policy B", b"Segment B", b"segment-B", b"test alarm B"):
+        assert name not in response.content
 
 
 @pytest.mark.parametrize("model", REGISTERED, ids=lambda m: m.__name__)
@@ -450,3 +450,12 @@ def test_autocomplete_offers_only_the_members_stores(client, world, who):
     )
     assert response.status_code == 200
     assert [row["text"] for row in response.json()["results"]] == ["Store A"]
+
+
+@pytest.mark.parametrize("model", [Product, PolicyConfig, SegmentConfig, MessageTemplate])
+def test_an_owner_cannot_move_an_object_to_another_store_she_owns(client, world, model):
+    """Even between two stores she owns: an object stays in the store it was made in."""
+    SiteMembership.objects.create(user=world["owner"], site=world["b"][Site], role=MemberRole.OWNER)
+    own = world["a"][model]
+    page = _login(client, world["owner"]).get(_url(model, "change", own.pk))
+    assert "site" not in page.context["adminform"].form.fields
