@@ -154,8 +154,25 @@ class SiteSecretInline(ReadOnlyAdminMixin, TenantAdminMixin, admin.TabularInline
         return f"{obj.secret[:7]}…"  # the whole secret is shown once, when it is made
 
 
+class ProductInlineForm(forms.ModelForm):
+    """A new row sets its SKU; an existing row's SKU is shown but disabled, so a posted value
+    is ignored (Django keeps a disabled field's initial value). A tabular inline's
+    `get_readonly_fields` is per inline, not per row, hence the form."""
+
+    class Meta:
+        model = Product
+        fields = ("sku", "name", "category", "category_kind", "url")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None and "sku" in self.fields:
+            self.fields["sku"].disabled = True
+            self.fields["sku"].help_text = "Fixed once the product exists."
+
+
 class ProductInline(TenantAdminMixin, admin.TabularInline):
     model = Product
+    form = ProductInlineForm
     extra = 0
     fields = ("sku", "name", "category", "category_kind", "url")
 
@@ -374,6 +391,14 @@ class ProductAdmin(TenantAdminMixin, admin.ModelAdmin):
     list_filter = ("site", "category_kind")
     search_fields = ("name", "sku")
 
+    def get_readonly_fields(self, request, obj=None):
+        # Site and SKU are fixed once the product exists (Product.save refuses a change too): its
+        # orders and notifications must not follow it to another store or SKU (issue 20).
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is None:
+            return fields
+        return fields + tuple(name for name in Product.FIXED_FIELDS if name not in fields)
+
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
@@ -388,6 +413,7 @@ class NotificationAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "text",
+        "product_name",
         "kind",
         "true_value",
         "window_s",

@@ -17,6 +17,11 @@ purchase (the store's API, not a platform webhook) of a product that no visitor 
 hours before it is a sign of invented orders. It raises an alarm and withdraws nothing: a shopper
 who bought from a link without the widget is possible, an invented order is a store's lie.
 
+A third (`site_mismatch_audit`, issue 20) looks for evidence moved between stores: an event, or a
+notification, whose site is not its product's site. The ORM refuses to move a product
+(`Product.save`), so this can only come from raw SQL or `QuerySet.update` by someone with database
+access: the audit catches it, nothing here can prevent it.
+
 Alarms are `AuditAlarm` rows (listed in the admin) and ERROR log lines. Running twice re-checks
 nothing: each notification is audited once.
 """
@@ -26,7 +31,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone, translation
 
 from . import metrics
@@ -216,3 +221,85 @@ def purchases_unviewed_audit(*, since_h: int = 48, now: dt.datetime | None = Non
         )
         log.error("purchases audit: signed purchase %s of product %s: no view in 24 h", pk, product_id)
     return len(unviewed)
+
+
+SITE_MISMATCH_EVENT = (
+    "the event's site differs from its product's site (the product was moved to another store)"
+)
+SITE_MISMATCH_NOTIFICATION = (
+    "the notification's site differs from its product's site (the product was moved to another store)"
+)
+
+
+@dataclass(frozen=True)
+class SiteMismatchResult:
+    events: int
+    notifications: int
+
+
+def site_mismatch_audit(*, limit: int = 1000) -> SiteMismatchResult:
+    """Alarm (once each) on ledger events and notifications whose site is not their product's
+    site: a product moved to another store behind the ORM's back, taking its orders with it
+    ("Ordered 5 times in the last 24 hours" under a rival's new product). Up to `limit` new alarms
+    of each per run; the rest come on the next run. Returns the number of new alarms.
+
+    Each side is one SELECT joining the rows with their product (no query per row) and one
+    INSERT of the alarms. Not bounded in time: a product moved today takes its old events with
+    it, and the ledger is itself bounded by CANDOR_RETENTION_DAYS. An event that already has an
+    alarm (an unviewed signed purchase) keeps that one: an alarm is one row per event."""
+    events = list(
+        Event.objects.filter(product__isnull=False, alarm__isnull=True)
+        .exclude(site_id=F("product__site_id"))
+        .order_by("pk")
+        .values_list("pk", "site_id", "product_id", "product__site_id")[:limit]
+    )
+    notifications = list(
+        Notification.objects.filter(alarm__isnull=True)
+        .exclude(site_id=F("product__site_id"))
+        .order_by("pk")
+        .values_list("pk", "site_id", "product_id", "product__site_id")[:limit]
+    )
+    # A concurrent run may have raised some of them meanwhile: the one-to-one keeps one each.
+    AuditAlarm.objects.bulk_create(
+        [
+            AuditAlarm(
+                event_id=pk,
+                reason=SITE_MISMATCH_EVENT,
+                claimed=f"site {site_id}",
+                recomputed=f"product's site {product_site_id}",
+            )
+            for pk, site_id, _, product_site_id in events
+        ]
+        + [
+            AuditAlarm(
+                notification_id=pk,
+                reason=SITE_MISMATCH_NOTIFICATION,
+                claimed=f"site {site_id}",
+                recomputed=f"product's site {product_site_id}",
+            )
+            for pk, site_id, _, product_site_id in notifications
+        ],
+        ignore_conflicts=True,
+    )
+    moved: dict[tuple[int, int, int], list[int]] = {}
+    for pk, site_id, product_id, product_site_id in events:
+        moved.setdefault((product_id, site_id, product_site_id), []).append(pk)
+    for (product_id, site_id, product_site_id), pks in moved.items():
+        # One line per moved product, not per event: a product with 10,000 views moved is one story.
+        log.error(
+            "site audit: product %s is on site %s but %d of its events (first %s) were recorded for site %s",
+            product_id,
+            product_site_id,
+            len(pks),
+            pks[0],
+            site_id,
+        )
+    for pk, site_id, product_id, product_site_id in notifications:
+        log.error(
+            "site audit: notification %s of site %s names product %s of site %s",
+            pk,
+            site_id,
+            product_id,
+            product_site_id,
+        )
+    return SiteMismatchResult(events=len(events), notifications=len(notifications))

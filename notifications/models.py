@@ -143,7 +143,19 @@ class CategoryKind(models.TextChoices):
     OTHER = "other", "Other"
 
 
+class ImmutableFieldError(ValidationError):
+    """A change to a field that is fixed once the row exists (a product's site or SKU)."""
+
+
 class Product(models.Model):
+    """A store's product. Its site and SKU are fixed once it exists (SPEC 7): the ledger's events
+    and the notification log point at the row, so moving it to another store, or giving it another
+    SKU, would hand its orders to a product they were never placed for ("Ordered 5 times in the
+    last 24 hours" under a rival's brand-new product). The name may change; each notification
+    keeps the name it was shown under (`Notification.product_name`)."""
+
+    FIXED_FIELDS = ("site", "sku")
+
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="products")
     sku = models.CharField(max_length=128)
     name = models.CharField(max_length=300)
@@ -157,10 +169,45 @@ class Product(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
 
+    def save(self, *args, **kwargs):
+        update_fields = kwargs.get("update_fields")
+        # A save that writes neither field (the catalog upsert names its fields) cannot move it.
+        if update_fields is None or {"site", "site_id", "sku"} & set(update_fields):
+            changed = self._fixed_fields_changed()
+            if changed:
+                raise ImmutableFieldError(
+                    f"Product {self.pk}: its {' and '.join(changed)} cannot change after it is created "
+                    "(its orders and notifications would follow it to another store or SKU)."
+                )
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         # The admin's forms and the catalog upsert both come through here.
         self.name = label_clean(self.name)
         self.category = label_clean(self.category)
+        changed = self._fixed_fields_changed()
+        if changed:
+            raise ValidationError(
+                {name: f"A product's {name} cannot change after it is created." for name in changed}
+            )
+
+    def _fixed_fields_changed(self) -> list[str]:
+        """The fixed fields whose value differs from the stored row's (none for a new product).
+        Read from the database, not from the values the instance was loaded with: an instance
+        made by hand with an existing pk would otherwise pass."""
+        if self.pk is None:
+            return []
+        stored = Product.objects.filter(pk=self.pk).values("site_id", "sku").first()
+        if stored is None:
+            return []
+        return [
+            name
+            for name, now, before in (
+                ("site", self.site_id, stored["site_id"]),
+                ("sku", self.sku, stored["sku"]),
+            )
+            if now != before
+        ]
 
 
 class AppendOnlyError(Exception):
@@ -259,6 +306,10 @@ class Notification(models.Model):
     window_s = models.PositiveIntegerField()
     evidence = models.JSONField()
     policy_version = models.CharField(max_length=64)
+    # The product's name when the claim was decided: /why/ shows this one, so renaming the
+    # product later ("brand-new gadget (launched today)") does not rewrite what old claims were
+    # about. Rows logged before migration 0012 got the name the product had then.
+    product_name = models.CharField(max_length=300, blank=True, default="")
     # The exact template text the message was rendered from and the language of its `{window}`
     # words: the claims audit renders (template, claim, locale) again and alarms when `text`
     # differs (SPEC 7). Kept here, not as a reference to the store's editable MessageTemplate, so
@@ -367,7 +418,8 @@ class AuditAlarm(models.Model):
     """A logged claim that the ledger does not back (SPEC 2.6): any such row is a bug to chase.
     Or (`event` set) a signed purchase of a product that no visitor viewed in the 24 hours before
     it (SPEC 7): a sign of orders the store invented. That purchase is not withdrawn: the alarm
-    asks a person to look."""
+    asks a person to look. Or an event or notification whose site is not its product's site: a
+    product moved to another store behind the ORM's back (raw SQL, `QuerySet.update`)."""
 
     notification = models.OneToOneField(
         Notification, on_delete=models.CASCADE, related_name="alarm", null=True, blank=True
@@ -382,7 +434,7 @@ class AuditAlarm(models.Model):
 
     def __str__(self) -> str:
         if self.event_id:
-            return f"Purchase #{self.event_id}: {self.reason}"
+            return f"Event #{self.event_id}: {self.reason}"
         return f"Claim #{self.notification_id}: {self.reason}"
 
 

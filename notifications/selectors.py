@@ -302,3 +302,9 @@ def purchase_sources_count(*, product_id: int, event_ids: list) -> dict[str, int
         .annotate(orders=Count("order_id", distinct=True))
     )
     return {row["source"]: row["orders"] for row in rows}
+
+
+def product_name_get(*, product_id: int) -> str:
+    """The product's name now ("" if it is gone): a notification logs the name its claim was
+    decided under, so a later rename does not rewrite what old /why/ pages say (issue 20)."""
+    return Product.objects.filter(pk=product_id).values_list("name", flat=True).first() or ""

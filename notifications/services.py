@@ -287,6 +287,7 @@ def notification_log_record(
     *,
     site_id: int,
     product_id: int,
+    product_name: str,
     kind: str,
     text: str,
     claim: dict,
@@ -302,12 +303,16 @@ def notification_log_record(
     One row per distinct emitted claim (same text, claim and policy version, SPEC 2.6). The row
     keeps the lowest true value any recipient had and the evidence, template and locale of its
     first emission (a later emission of the same text and claim renders the same text).
+    `product_name` is the product's name when the claim was decided: /why/ shows it, whatever
+    the product is called later.
     """
     now = timezone.now()
     row = (
         Notification.objects.select_for_update()
         .filter(
             product_id=product_id,
+            # A rename within the reuse span starts a new row: that claim is shown under another name.
+            product_name=product_name,
             kind=kind,
             text=text,
             policy_version=policy_version,
@@ -327,6 +332,7 @@ def notification_log_record(
     row = Notification.objects.create(
         site_id=site_id,
         product_id=product_id,
+        product_name=product_name,
         kind=kind,
         text=text,
         claim=claim,

@@ -33,7 +33,7 @@ from .gcpace import GcPacer
 from .policy import Decision, RefusalReason, decide
 from .policy.decision import LIVE_KINDS, SessionState, recipient_refusal, shopper_language
 from .presence import presence_store
-from .selectors import policy_catalog_get
+from .selectors import policy_catalog_get, product_name_get
 from .services import exposures_record, notification_log_record, refusal_counts_add
 
 if TYPE_CHECKING:
@@ -182,11 +182,11 @@ class Hub:
 
     async def round(self, product_id: int) -> int:
         """Recompute and send: one presence read and one database hop (policy catalog, ledger
-        metrics) for the product, then one decision per distinct (policy version, locale, kind,
-        value), shared by every recipient it applies to; the holdout and the frequency caps are
-        then checked per recipient (new toasts only: updates are not capped), counting the new
-        toasts this round already granted to that socket and that visitor. Returns how many
-        messages were sent."""
+        metrics, the product's name) for the product, then one decision per distinct (policy
+        version, locale, kind, value), shared by every recipient it applies to; the holdout and
+        the frequency caps are then checked per recipient (new toasts only: updates are not
+        capped), counting the new toasts this round already granted to that socket and that
+        visitor. Returns how many messages were sent."""
         recipients = [c for c in self.sockets.get(product_id, ()) if c.listening]
         if not recipients:
             return 0
@@ -195,7 +195,9 @@ class Hub:
         first = recipients[0]
         inputs = database_sync_to_async(_round_inputs)(first.site_id, product_id, now, first.target.category)
         try:
-            visitors, (catalog, ledger) = await asyncio.gather(self._visitors(product_id), inputs)
+            visitors, (catalog, ledger, product_name) = await asyncio.gather(
+                self._visitors(product_id), inputs
+            )
         except RedisError:
             # Never a stale number presented as live: take down what is shown.
             self._degrade()
@@ -320,6 +322,7 @@ class Hub:
             public_id = await database_sync_to_async(notification_log_record)(
                 site_id=group[0][0].site_id,
                 product_id=product_id,
+                product_name=product_name,
                 kind=lowest.kind,
                 text=lowest.text,
                 claim=lowest.claim,
@@ -581,9 +584,13 @@ def _event(message) -> dict:
 
 
 def _round_inputs(site_id: int, product_id: int, at, category: str):
-    """One database hop per round: the site's policy catalog (cached) and the ledger metrics."""
-    return policy_catalog_get(site_id), metrics.product_ledger_metrics(
-        product_id=product_id, at=at, category=category
+    """One database hop per round: the site's policy catalog (cached), the ledger metrics and the
+    product's name. The name is read each round, not kept from the socket's handshake: a socket
+    open for an hour would otherwise log a name the product no longer had (issue 20)."""
+    return (
+        policy_catalog_get(site_id),
+        metrics.product_ledger_metrics(product_id=product_id, at=at, category=category),
+        product_name_get(product_id=product_id),
     )
 
 

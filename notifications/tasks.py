@@ -1,9 +1,13 @@
 """Thin Celery tasks: explicit names, ids as arguments, idempotent bodies that call a service.
 Their schedule is CELERY_BEAT_SCHEDULE in config/settings.py."""
 
+import logging
+
 from celery import shared_task
 
 from . import audit, maintenance
+
+log = logging.getLogger(__name__)
 
 RETRIES = {"autoretry_for": (Exception,), "max_retries": 3, "retry_backoff": True}
 
@@ -30,5 +34,15 @@ def retention_purge_task() -> None:
 
 @shared_task(name="candor.claims_audit", ignore_result=True, **RETRIES)
 def claims_audit_task(sample_size: int = 200) -> None:
-    audit.claims_audit(sample_size=sample_size)
-    audit.purchases_unviewed_audit()
+    claims = audit.claims_audit(sample_size=sample_size)
+    unviewed = audit.purchases_unviewed_audit()
+    moved = audit.site_mismatch_audit()
+    log.info(
+        "claims audit: %d checked, %d alarm(s); %d unviewed signed purchase(s); "
+        "%d event(s) and %d notification(s) whose site is not their product's",
+        claims.checked,
+        claims.alarms,
+        unviewed,
+        moved.events,
+        moved.notifications,
+    )

@@ -146,11 +146,18 @@ def why(request, public_id: str):
     }
     policy = policy_by_version(notification.policy_version, site_id=notification.site_id) or policy_default()
     provenance, from_server, provenance_partial = _provenance(notification)
+    # The name the claim was shown under, not today's: a product renamed since ("brand-new gadget
+    # (launched today)") must not take over the orders an old claim counted. Rows without one
+    # (made outside the log's service) fall back to the current name.
+    shown_name = notification.product_name or notification.product.name
+    renamed_to = notification.product.name if notification.product.name != shown_name else ""
     response = render(
         request,
         "notifications/why.html",
         {
             "n": notification,
+            "product_name": shown_name,
+            "renamed_to": renamed_to,
             "what": what.format(**words),
             "how": how.format(**words),
             "window": window,

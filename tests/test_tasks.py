@@ -116,6 +116,7 @@ def _log(product, metric, *, templates=(), context=None):
     public_id = notification_log_record(
         site_id=product.site_id,
         product_id=product.pk,
+        product_name=product.name,
         kind=decision.kind,
         text=decision.text,
         claim=decision.claim,
