@@ -9,6 +9,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 
+from .fields import EncryptedTextField
+
 
 def origin_normalize(value: str) -> str:
     """`scheme://host[:port]`, lower-cased, default ports dropped; raises ValueError if not an origin."""
@@ -53,11 +55,10 @@ class Site(models.Model):
         help_text="One origin per line, e.g. https://shop.example.com. "
         "Pages and sockets from any other origin are refused."
     )
-    shopify_secret = models.CharField(
-        max_length=200, blank=True, help_text="The Shopify app's webhook secret (SPEC 5)."
-    )
-    woocommerce_secret = models.CharField(
-        max_length=200, blank=True, help_text="The WooCommerce webhook's secret (SPEC 5)."
+    # Stored encrypted (fields.py); blank means "not configured".
+    shopify_secret = EncryptedTextField(blank=True, help_text="The Shopify app's webhook secret (SPEC 5).")
+    woocommerce_secret = EncryptedTextField(
+        blank=True, help_text="The WooCommerce webhook's secret (SPEC 5)."
     )
     is_demo = models.BooleanField(
         default=False, help_text="The demo storefront's site. Its data never mixes with a live site."
@@ -120,20 +121,30 @@ class Site(models.Model):
 class SiteSecret(models.Model):
     """A signing secret. At most two are active at once, so a store can rotate without downtime.
 
-    HMAC verification needs the secret itself, so it is stored; it is shown once, when made.
+    HMAC verification needs the secret itself, so it is stored, encrypted (fields.py); it is shown
+    once, when made, and afterwards only its first characters, `hint` ("sk_AbCd"), identify it.
     """
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.CharField(max_length=128, unique=True, editable=False)
+    # Not unique: each ciphertext has a random IV. 32 random bytes make a collision moot anyway.
+    secret = EncryptedTextField(editable=False)
+    hint = models.CharField(max_length=16, editable=False, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
+    HINT_CHARS = 7  # "sk_" and 4 random characters: tells two secrets apart, gives nothing away
+
     def __str__(self) -> str:
         state = "retired" if self.retired_at else "active"
-        return f"{self.secret[:7]}… ({state}, made {self.created_at:%Y-%m-%d %H:%M})"
+        return f"{self.hint}… ({state}, made {self.created_at:%Y-%m-%d %H:%M})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.hint and self.secret:
+            self.hint = self.secret[: self.HINT_CHARS]
+        super().save(*args, **kwargs)
 
 
 class CategoryKind(models.TextChoices):
