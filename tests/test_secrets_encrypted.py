@@ -5,13 +5,17 @@ import time
 from io import StringIO
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import override_settings
+from django.urls import reverse
 
 from notifications.fields import SecretUnreadable, _cipher_for, secret_encrypt, secrets_cipher
 from notifications.models import Site, SiteSecret
+from notifications.services import site_secret_rotate
 from tests.factories import ProductFactory, SiteFactory
 from tests.test_api_server_events import purchase, send
 from tests.test_api_webhooks import shopify, shopify_order, woo, woo_order
@@ -28,6 +32,17 @@ KEY_B = "rotation-test-key-B-0123456789-abcdefghijklmnopqrstuvwxyz"
 @pytest.fixture
 def site():
     return SiteFactory(shopify_secret=SHOPIFY_SECRET, woocommerce_secret=WOO_SECRET, secret=SIGNING_SECRET)
+
+
+@pytest.fixture
+def superuser():
+    return get_user_model().objects.create_superuser("root", "root@example.invalid", "pw-123456789")
+
+
+@pytest.fixture
+def admin_client(client, superuser):
+    client.force_login(superuser)
+    return client
 
 
 def stored(site: Site) -> dict[str, str]:
@@ -203,3 +218,151 @@ def test_migration_0012_encrypts_existing_plaintext_and_reverses():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(leaves)
+
+
+# --- The admin: write-only secrets, hints, the log --------------------------------------------
+
+
+def change_form_data(response, **over) -> dict:
+    """What a browser posts back from the change page, with `over` typed in."""
+    form = response.context["adminform"].form
+    data = {}
+    for name in form.fields:
+        value = form[name].value()
+        if not (value is None or value is False or value == ""):
+            data[name] = "on" if value is True else value
+    for inline in response.context["inline_admin_formsets"]:
+        formset = inline.formset
+        management = formset.management_form
+        data.update({management.add_prefix(name): management[name].value() for name in management.fields})
+        for sub in formset.forms:
+            for name in sub.fields:
+                value = sub[name].value()
+                if not (value is None or value is False or value == ""):
+                    data[sub.add_prefix(name)] = value
+    data.update(over)
+    return data
+
+
+def admin_pages(admin_client, site) -> str:
+    urls = [
+        reverse("admin:notifications_site_change", args=[site.pk]),
+        reverse("admin:notifications_site_changelist"),
+        reverse("admin:notifications_site_history", args=[site.pk]),
+        reverse("admin:notifications_site_delete", args=[site.pk]),  # lists the secrets by str()
+    ]
+    pages = []
+    for url in urls:
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        pages.append(response.content.decode())
+    return "\n".join(pages)
+
+
+def test_no_admin_page_shows_a_stored_secret_or_its_ciphertext(admin_client, site):
+    site_secret_rotate(site=site)  # two signing secrets: the inline lists both
+    raw = stored(site)
+    pages = admin_pages(admin_client, site)
+    for value in (SHOPIFY_SECRET, WOO_SECRET, SIGNING_SECRET, *raw.values()):
+        assert value not in pages
+    for row in SiteSecret.objects.filter(site=site):
+        assert row.secret not in pages and f"{row.hint}…" in pages
+    assert "sk_AbCd…" in pages
+    assert "Set. Leave blank to keep it" in pages
+    assert pages.count('type="password"') >= 2
+
+
+def test_a_site_without_platform_secrets_says_not_set(admin_client):
+    site = SiteFactory()
+    page = admin_client.get(reverse("admin:notifications_site_change", args=[site.pk])).content.decode()
+    assert page.count("Not set.") == 2
+
+
+def _messages(site) -> list[tuple[str, str]]:
+    return [
+        (entry.user.username, entry.get_change_message())
+        for entry in LogEntry.objects.filter(object_id=str(site.pk)).order_by("id")
+    ]
+
+
+def _no_secret_in_the_log(*secrets: str) -> None:
+    for entry in LogEntry.objects.all():
+        for secret in secrets:
+            assert secret not in entry.change_message and secret not in entry.get_change_message()
+            assert secret not in entry.object_repr
+
+
+def test_platform_secrets_are_write_only_and_each_change_is_logged(admin_client, site):
+    url = reverse("admin:notifications_site_change", args=[site.pk])
+    # A blank box keeps the stored secret, and logs nothing about it.
+    response = admin_client.post(url, change_form_data(admin_client.get(url), name="Renamed"))
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+    fresh = Site.objects.get(pk=site.pk)
+    assert (fresh.name, fresh.shopify_secret, fresh.woocommerce_secret) == (
+        "Renamed",
+        SHOPIFY_SECRET,
+        WOO_SECRET,
+    )
+    assert _messages(site) == [("root", "Changed Name.")]
+
+    # A typed value replaces it; the log says which secret, never the value.
+    admin_client.post(url, change_form_data(admin_client.get(url), shopify_secret="shpss_new_value_42"))
+    assert Site.objects.get(pk=site.pk).shopify_secret == "shpss_new_value_42"
+    assert ("root", "Changed the Shopify webhook secret") in _messages(site)
+
+    # The checkbox removes it.
+    admin_client.post(url, change_form_data(admin_client.get(url), woocommerce_secret_clear="on"))
+    fresh = Site.objects.get(pk=site.pk)
+    assert (fresh.shopify_secret, fresh.woocommerce_secret) == ("shpss_new_value_42", "")
+    assert stored(fresh)["woocommerce"] == ""
+    assert ("root", "Removed the WooCommerce webhook secret") in _messages(site)
+
+    # Set again from "not set".
+    admin_client.post(url, change_form_data(admin_client.get(url), woocommerce_secret="woo-again"))
+    assert Site.objects.get(pk=site.pk).woocommerce_secret == "woo-again"
+    assert ("root", "Set the WooCommerce webhook secret") in _messages(site)
+    _no_secret_in_the_log(SHOPIFY_SECRET, WOO_SECRET, "shpss_new_value_42", "woo-again", SIGNING_SECRET)
+    assert "shpss_new_value_42" not in admin_pages(admin_client, site)
+
+
+def test_creating_rotating_and_retiring_are_logged_with_the_hint_and_who(admin_client):
+    response = admin_client.post(
+        reverse("admin:notifications_site_add"),
+        {
+            "name": "Corner Shop",
+            "allowed_origins": "https://corner.example\n",
+            "shopify_secret": "shpss_corner_shop_secret",
+            "is_active": "on",
+            "secrets-TOTAL_FORMS": "0",
+            "secrets-INITIAL_FORMS": "0",
+            "products-TOTAL_FORMS": "0",
+            "products-INITIAL_FORMS": "0",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    site = Site.objects.get(name="Corner Shop")
+    assert site.shopify_secret == "shpss_corner_shop_secret"
+    first = SiteSecret.objects.get(site=site)
+    assert first.secret in response.content.decode()  # shown once
+    log = _messages(site)
+    assert ("root", "Set the Shopify webhook secret") in log
+    assert ("root", f"Made the first signing secret ({first.hint}…)") in log
+    assert ("root", "Added.") in log
+
+    changelist = reverse("admin:notifications_site_changelist")
+    response = admin_client.post(
+        changelist, {"action": "rotate_secret", "_selected_action": [site.pk]}, follow=True
+    )
+    second = SiteSecret.objects.filter(site=site).first()
+    assert second.secret in response.content.decode()
+    assert _messages(site)[-1] == ("root", f"Rotated the signing secret (new secret {second.hint}…)")
+
+    admin_client.post(changelist, {"action": "retire_old_secrets", "_selected_action": [site.pk]})
+    assert _messages(site)[-1] == ("root", "Retired 1 signing secret(s)")
+    admin_client.post(changelist, {"action": "retire_old_secrets", "_selected_action": [site.pk]})
+    assert _messages(site)[-1] == ("root", "Retired 1 signing secret(s)")  # nothing retired, nothing logged
+    _no_secret_in_the_log(first.secret, second.secret, "shpss_corner_shop_secret")
+    history = admin_client.get(reverse("admin:notifications_site_history", args=[site.pk])).content.decode()
+    assert f"Rotated the signing secret (new secret {second.hint}…)" in history
+    assert second.secret not in history and first.secret not in history
