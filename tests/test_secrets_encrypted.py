@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from notifications.fields import SecretUnreadable, _cipher_for, secret_encrypt, secrets_cipher
 from notifications.models import Site, SiteSecret
+from notifications.selectors import site_active_by_key, widget_target_get
 from notifications.services import site_secret_rotate
 from tests.factories import ProductFactory, SiteFactory
 from tests.test_api_server_events import purchase, send
@@ -123,6 +124,21 @@ def test_the_cipher_is_cached_and_decrypting_is_cheap_on_the_signing_path(site):
     for _ in range(10):
         SiteSecret.objects.get(site=site)
     assert _cipher_for.cache_info().hits >= hits + 10
+
+
+def test_lookups_that_check_no_webhook_leave_the_platform_secrets_encrypted(site):
+    """The widget socket's and the beacon's site lookups defer the platform secrets: they cost no
+    decryption there, and an unreadable one breaks only the webhooks that need it."""
+    product = ProductFactory(site=site)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Site._meta.db_table} SET shopify_secret = %s WHERE id = %s",  # noqa: S608
+            ["not-a-token", site.pk],
+        )
+    assert site_active_by_key(key=site.public_key).pk == site.pk
+    assert widget_target_get(key=site.public_key, sku=product.sku).site_id == site.pk
+    with pytest.raises(SecretUnreadable):
+        site_active_by_key(key=site.public_key, platform_secrets=True)
 
 
 def test_signed_requests_and_webhooks_verify_against_the_decrypted_secrets(client, site):
