@@ -18,6 +18,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off.")
     # Only with DJANGO_DEBUG on (the embedded demo); production refuses to start without a key.
     SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"  # noqa: S105  # nosec B105  # debug only
+# Rotating DJANGO_SECRET_KEY: put the old key here (comma-separated) until sessions, signed values
+# and the stored secrets (`candor_reencrypt_secrets`) have moved to the new one (README, "Secrets").
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 

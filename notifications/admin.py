@@ -151,7 +151,9 @@ class SiteSecretInline(ReadOnlyAdminMixin, TenantAdminMixin, admin.TabularInline
 
     @admin.display(description="secret")
     def masked(self, obj):
-        return f"{obj.secret[:7]}…"  # the whole secret is shown once, when it is made
+        # The whole secret is shown once, when it is made; afterwards only its stored hint (the
+        # secret itself is not even decrypted for this page).
+        return f"{obj.hint}…"
 
 
 class ProductInlineForm(forms.ModelForm):
@@ -177,8 +179,36 @@ class ProductInline(TenantAdminMixin, admin.TabularInline):
     fields = ("sku", "name", "category", "category_kind", "url")
 
 
+# Field names and their labels (what the admin log names), not secrets.
+PLATFORM_SECRETS = {
+    "shopify_secret": "Shopify webhook secret",  # nosec B105  # a label
+    "woocommerce_secret": "WooCommerce webhook secret",  # nosec B105  # a label
+}
+
+
+def _platform_secret_field(label: str) -> forms.CharField:
+    # Write-only: the page never holds the stored value (nor its ciphertext), not even in a hidden
+    # input; a blank box keeps what is stored.
+    return forms.CharField(
+        label=label,
+        required=False,
+        max_length=200,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+
 class SiteForm(forms.ModelForm):
-    """The experiment settings may be left out of a posted form: they then keep their value."""
+    """The experiment settings may be left out of a posted form: they then keep their value.
+
+    The platform secrets are write-only: a blank box keeps the stored secret, a value replaces it,
+    the checkbox beside it removes it; the help text says only whether one is set."""
+
+    shopify_secret = _platform_secret_field(PLATFORM_SECRETS["shopify_secret"])
+    shopify_secret_clear = forms.BooleanField(required=False, label="Remove the Shopify webhook secret")
+    woocommerce_secret = _platform_secret_field(PLATFORM_SECRETS["woocommerce_secret"])
+    woocommerce_secret_clear = forms.BooleanField(
+        required=False, label="Remove the WooCommerce webhook secret"
+    )
 
     class Meta:
         model = Site
@@ -199,6 +229,34 @@ class SiteForm(forms.ModelForm):
         for name in (*SiteAdmin.EXPERIMENT_FIELDS, "purchases_from"):
             if name in self.fields:
                 self.fields[name].required = False
+        # What the admin log records about each platform secret on save ("set", "changed",
+        # "removed"), filled by clean(); never the value.
+        self.secret_changes: dict[str, str] = {}
+        for name in PLATFORM_SECRETS:
+            # The stored value must not be the form's initial either: it would be compared with
+            # the blank box (a false "changed") and could reach a template.
+            self.initial[name] = ""
+            if name in self.fields:
+                stored = bool(self.instance.pk and getattr(self.instance, name))
+                self.fields[name].help_text = (
+                    "Set. Leave blank to keep it; type a new one to replace it."
+                    if stored
+                    else "Not set. Webhooks from this platform are refused until it is."
+                )
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in PLATFORM_SECRETS:
+            if name not in self.fields or name in self.errors:
+                continue
+            stored = getattr(self.instance, name) if self.instance.pk else ""
+            if cleaned.get(f"{name}_clear"):
+                cleaned[name] = ""
+            elif not cleaned.get(name):
+                cleaned[name] = stored  # a blank box keeps the stored secret
+            if cleaned[name] != stored:
+                self.secret_changes[name] = "removed" if not cleaned[name] else "changed" if stored else "set"
+        return cleaned
 
     def _kept(self, name: str):
         value = self.cleaned_data.get(name)
@@ -225,7 +283,9 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
         "public_key",
         "allowed_origins",
         "shopify_secret",
+        "shopify_secret_clear",
         "woocommerce_secret",
+        "woocommerce_secret_clear",
         "purchases_from",
         "is_demo",
         "is_active",
@@ -237,11 +297,32 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
     actions = ("rotate_secret", "retire_old_secrets")
     change_form_template = "admin/notifications/site/change_form.html"
     EXPERIMENT_FIELDS = ("holdout_pct", "attribution_window_h")
+    SECRET_CLEAR_FIELDS = ("shopify_secret_clear", "woocommerce_secret_clear")
 
     def get_fields(self, request, obj=None):
-        # A new site starts with no experiment (the defaults); its page then offers one.
+        # A new site starts with no experiment (the defaults); its page then offers one. It has
+        # no platform secret to remove yet either.
         fields = super().get_fields(request, obj)
-        return fields if obj is not None else [f for f in fields if f not in self.EXPERIMENT_FIELDS]
+        new_only = (*self.EXPERIMENT_FIELDS, *self.SECRET_CLEAR_FIELDS)
+        if obj is None:
+            return [f for f in fields if f not in new_only]
+        if not self.has_change_permission(request, obj):
+            # A read-only page renders each field's value: the secrets become "Set"/"Not set".
+            state = {name: f"{name}_state" for name in PLATFORM_SECRETS}
+            return [state.get(f, f) for f in fields if f not in self.SECRET_CLEAR_FIELDS]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, *(f"{name}_state" for name in PLATFORM_SECRETS if f"{name}_state" not in fields)]
+
+    @admin.display(description="Shopify webhook secret")
+    def shopify_secret_state(self, obj) -> str:
+        return "Set" if obj.shopify_secret else "Not set"
+
+    @admin.display(description="WooCommerce webhook secret")
+    def woocommerce_secret_state(self, obj) -> str:
+        return "Set" if obj.woocommerce_secret else "Not set"
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -331,13 +412,17 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
         return obj._active
 
     def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        obj.public_key = public_key_new()
+        if not change:
+            obj.public_key = public_key_new()
         super().save_model(request, obj, form, change)
-        secret = SiteSecret.objects.create(site=obj, secret=secret_key_new())
-        self._show_once(request, obj, secret.secret)
+        # Who set, replaced or removed a secret goes to the admin log by name, with the signing
+        # secret's hint at most; Django's own change message lists changed fields' labels only.
+        for name, what in form.secret_changes.items():
+            self.log_change(request, obj, f"{what.capitalize()} the {PLATFORM_SECRETS[name]}")
+        if not change:
+            secret = SiteSecret.objects.create(site=obj, secret=secret_key_new())
+            self.log_change(request, obj, f"Made the first signing secret ({secret.hint}…)")
+            self._show_once(request, obj, secret.secret)
 
     def _owned_only(self, request, queryset) -> list[Site] | None:
         """The selected stores, or None (and an error) if the user does not own every one of
@@ -361,9 +446,13 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
     def rotate_secret(self, request, queryset):
         for site in self._owned_only(request, queryset) or ():
             try:
-                self._show_once(request, site, site_secret_rotate(site=site))
+                secret = site_secret_rotate(site=site)
             except SiteError as exc:
                 self.message_user(request, f"{site}: {exc}", messages.ERROR)
+                continue
+            hint = secret[: SiteSecret.HINT_CHARS]
+            self.log_change(request, site, f"Rotated the signing secret (new secret {hint}…)")
+            self._show_once(request, site, secret)
 
     @admin.action(
         description="Retire old signing secrets (keep only the newest)", permissions=("change", "owner")
@@ -371,6 +460,8 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
     def retire_old_secrets(self, request, queryset):
         for site in self._owned_only(request, queryset) or ():
             retired = site_secret_retire(site=site)
+            if retired:
+                self.log_change(request, site, f"Retired {retired} signing secret(s)")
             self.message_user(request, f"{site}: retired {retired} secret(s).")
 
     def _show_once(self, request, site, secret):

@@ -264,7 +264,7 @@ def platform_webhook(request: HttpRequest, *, platform: str, key: str) -> JsonRe
         try:
             if request.method != "POST":
                 raise Refused(405, "method_not_allowed", "Use POST.")
-            site = site_active_by_key(key=key)
+            site = site_active_by_key(key=key, platform_secrets=True)
             if site is None:
                 raise Refused(404, "unknown_site", "No active site has this key.")
             body = request.read(WEBHOOK_MAX_BODY_BYTES + 1)

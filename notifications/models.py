@@ -10,6 +10,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.deconstruct import deconstructible
 
+from .fields import EncryptedTextField
+
 
 def origin_normalize(value: str) -> str:
     """`scheme://host[:port]`, lower-cased, default ports dropped; raises ValueError if not an origin."""
@@ -54,11 +56,10 @@ class Site(models.Model):
         help_text="One origin per line, e.g. https://shop.example.com. "
         "Pages and sockets from any other origin are refused."
     )
-    shopify_secret = models.CharField(
-        max_length=200, blank=True, help_text="The Shopify app's webhook secret (SPEC 5)."
-    )
-    woocommerce_secret = models.CharField(
-        max_length=200, blank=True, help_text="The WooCommerce webhook's secret (SPEC 5)."
+    # Stored encrypted (fields.py); blank means "not configured".
+    shopify_secret = EncryptedTextField(blank=True, help_text="The Shopify app's webhook secret (SPEC 5).")
+    woocommerce_secret = EncryptedTextField(
+        blank=True, help_text="The WooCommerce webhook's secret (SPEC 5)."
     )
     is_demo = models.BooleanField(
         default=False, help_text="The demo storefront's site. Its data never mixes with a live site."
@@ -121,20 +122,30 @@ class Site(models.Model):
 class SiteSecret(models.Model):
     """A signing secret. At most two are active at once, so a store can rotate without downtime.
 
-    HMAC verification needs the secret itself, so it is stored; it is shown once, when made.
+    HMAC verification needs the secret itself, so it is stored, encrypted (fields.py); it is shown
+    once, when made, and afterwards only its first characters, `hint` ("sk_AbCd"), identify it.
     """
 
     site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="secrets")
-    secret = models.CharField(max_length=128, unique=True, editable=False)
+    # Not unique: each ciphertext has a random IV. 32 random bytes make a collision moot anyway.
+    secret = EncryptedTextField(editable=False)
+    hint = models.CharField(max_length=16, editable=False, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
+    HINT_CHARS = 7  # "sk_" and 4 random characters: tells two secrets apart, gives nothing away
+
     def __str__(self) -> str:
         state = "retired" if self.retired_at else "active"
-        return f"{self.secret[:7]}… ({state}, made {self.created_at:%Y-%m-%d %H:%M})"
+        return f"{self.hint}… ({state}, made {self.created_at:%Y-%m-%d %H:%M})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.hint and self.secret:
+            self.hint = self.secret[: self.HINT_CHARS]
+        super().save(*args, **kwargs)
 
 
 class CategoryKind(models.TextChoices):
@@ -308,7 +319,7 @@ class Notification(models.Model):
     policy_version = models.CharField(max_length=64)
     # The product's name when the claim was decided: /why/ shows this one, so renaming the
     # product later ("brand-new gadget (launched today)") does not rewrite what old claims were
-    # about. Rows logged before migration 0012 got the name the product had then.
+    # about. Rows logged before migration 0013 got the name the product had then.
     product_name = models.CharField(max_length=300, blank=True, default="")
     # The exact template text the message was rendered from and the language of its `{window}`
     # words: the claims audit renders (template, claim, locale) again and alarms when `text`

@@ -9,10 +9,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.db.models.functions import Least
+from django.db.models import F, TextField
+from django.db.models.functions import Cast, Least
 from django.utils import timezone
 
+from .fields import secret_is_current
 from .models import (
     CategoryKind,
     Exposure,
@@ -185,6 +186,42 @@ def _groups_sync(user) -> None:
             user.groups.add(group)
         else:
             user.groups.remove(group)
+
+
+@dataclass(frozen=True)
+class ReencryptResult:
+    reencrypted: int  # stored values moved to the current SECRET_KEY
+    current: int  # already under it (blank platform secrets are not counted)
+
+
+@transaction.atomic
+def secrets_reencrypt() -> ReencryptResult:
+    """Encrypt every stored secret under the current SECRET_KEY (after a rotation that put the old
+    key in SECRET_KEY_FALLBACKS), so the old key can then be dropped. Idempotent: a value already
+    under the current key is left alone. A value no configured key decrypts raises
+    SecretUnreadable and nothing is changed."""
+    moved = kept = 0
+    # Cast to a plain text field reads the column as stored (the token), not decrypted.
+    for row in SiteSecret.objects.select_for_update().annotate(stored=Cast("secret", TextField())):
+        if secret_is_current(stored=row.stored):
+            kept += 1
+        else:
+            row.save(update_fields=["secret"])  # decrypted on read (a fallback key), encrypted anew
+            moved += 1
+    names = ("shopify_secret", "woocommerce_secret")
+    casts = {f"stored_{name}": Cast(name, TextField()) for name in names}
+    for site in Site.objects.select_for_update().annotate(**casts):
+        stale = [
+            name
+            for name in names
+            if getattr(site, f"stored_{name}")
+            and not secret_is_current(stored=getattr(site, f"stored_{name}"))
+        ]
+        kept += sum(1 for name in names if getattr(site, f"stored_{name}")) - len(stale)
+        if stale:
+            site.save(update_fields=stale)
+            moved += len(stale)
+    return ReencryptResult(reencrypted=moved, current=kept)
 
 
 @dataclass(frozen=True)

@@ -140,11 +140,16 @@ def database_url_of_tests() -> str:
 
 def server_env(redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a production-like Candor process on the test database."""
+    from django.conf import settings
+
     env = {
         **os.environ,
         "DATABASE_URL": database_url_of_tests(),
         "REDIS_URL": redis_url,
-        "DJANGO_SECRET_KEY": "test-only-" + "s" * 40,
+        # The test process's own key: the sites' secrets it stored are encrypted under it (as every
+        # process of one deployment shares DJANGO_SECRET_KEY).
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "DJANGO_SECRET_KEY_FALLBACKS": ",".join(settings.SECRET_KEY_FALLBACKS),
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         **extra,

@@ -459,3 +459,17 @@ def test_an_owner_cannot_move_an_object_to_another_store_she_owns(client, world,
     own = world["a"][model]
     page = _login(client, world["owner"]).get(_url(model, "change", own.pk))
     assert "site" not in page.context["adminform"].form.fields
+
+
+def test_a_viewers_read_only_site_page_shows_no_secret(client, world):
+    """A read-only page renders every field's value: not the secrets."""
+    site = world["a"][Site]
+    site.shopify_secret, site.woocommerce_secret = "shpss_viewer_must_not_read", "wc_viewer_must_not_read"
+    site.save()
+    signing = SiteSecret.objects.get(site=site)
+    page = _login(client, world["viewer"]).get(_url(Site, "change", site.pk))
+    assert page.status_code == 200
+    body = page.content.decode()
+    for secret in ("shpss_viewer_must_not_read", "wc_viewer_must_not_read", signing.secret):
+        assert secret not in body
+    assert body.count("Set") >= 2
