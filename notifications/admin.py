@@ -277,6 +277,7 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
     form = SiteForm
     list_display = ("name", "public_key", "origin_list", "active_secrets", "is_demo", "is_active")
     search_fields = ("name", "public_key")
+    ordering = ("name", "pk")
     readonly_fields = ("public_key", "created_at")
     fields = (
         "name",
