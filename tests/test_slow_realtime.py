@@ -63,7 +63,7 @@ def two_servers(redis_url, postgres):
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": redis_url,
-        "DJANGO_SECRET_KEY": "test-only-" + "x" * 40,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,  # the secrets this process stored are encrypted under it
         "DJANGO_SECURE_SSL_REDIRECT": "0",
     }
     ports, procs = [free_port(), free_port()], []

@@ -92,7 +92,7 @@ def server(postgres, private_redis, tmp_path):
         "REDIS_URL": private_redis.url,
         "CANDOR_PRESENCE_TTL_S": str(TTL_S),
         "CANDOR_UPDATE_INTERVAL_MS": "200",
-        "DJANGO_SECRET_KEY": "test-only-" + "r" * 40,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,  # the secrets this process stored are encrypted under it
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
     }

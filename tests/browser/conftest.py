@@ -148,7 +148,7 @@ def shop(request, redis_url, postgres, transactional_db, tmp_path):
             f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}?application_name={SERVER_APP}"
         ),
         "REDIS_URL": redis_url,
-        "DJANGO_SECRET_KEY": "test-only-" + "x" * 40,
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,  # the secrets this process stored are encrypted under it
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CANDOR_DEMO_ORIGINS": origin,
