@@ -6,7 +6,7 @@ channels-redis on Redis db 12 (keys and channel names under `candor:bench:`), ch
 `BENCH_LAYER`: `pubsub` (RedisPubSubChannelLayer: one PUBLISH, fanned out to per-channel
 queues in the process) or `core` (RedisChannelLayer: one Lua script that pushes a copy per
 member, each then popped by its own Redis round trip; capacity raised so none is dropped,
-CONVENTIONS "Known traps"). Run by bench/fanout.py as `uvicorn bench.group_app:application`.
+docs/conventions.md, "Known traps"). Run by bench/fanout.py as `uvicorn bench.group_app:application`.
 """
 
 import json

@@ -4,7 +4,7 @@ One sorted set per product, member `<visitor hash>|<socket id>`, score = expiry 
 epoch). A visitor with two tabs has two members and counts once. The process that holds a
 socket refreshes its score every TTL/3 (clients send no heartbeat, SPEC 5), so when a process
 dies its sockets vanish after one TTL instead of lingering as ghost viewers: `disconnect()`
-never runs for a killed process (CONVENTIONS, "Known traps").
+never runs for a killed process (docs/conventions.md, "Known traps").
 
 Two stores behind one interface: Redis (production, shared by every server process) and an
 in-process dict (the embedded default, one process). Both are keyed by the event loop's

@@ -4,7 +4,7 @@ Each server process keeps its own sockets in a registry (product id → consumer
 changes through one Redis subscription (or, in the embedded default, directly). A change costs
 one `PUBLISH`, one presence read per process, and then a local loop of `send`s — not one Redis
 round trip per viewer, which is what the channel layer's `group_send` costs (3.6–5.8× slower
-here; CONVENTIONS, "Measured on this kind of machine").
+here; docs/conventions.md, "Measured on this kind of machine").
 
 Updates per product are coalesced on the leading edge: the first change is sent at once, later
 ones within the interval become one send at its end, recomputed then (SPEC 5).
