@@ -2,7 +2,7 @@
 
 Embedded default (nothing set): SQLite file, in-process channel layer, presence and tasks.
 Production: `DATABASE_URL` (PostgreSQL) and `REDIS_URL` (presence, fan-out, channel layer,
-Celery broker). The two act independently. Every variable is listed in the README.
+Celery broker). The two act independently. Every variable is listed in docs/operations.md.
 """
 
 from pathlib import Path
@@ -19,7 +19,8 @@ if not SECRET_KEY:
     # Only with DJANGO_DEBUG on (the embedded demo); production refuses to start without a key.
     SECRET_KEY = "insecure-embedded-demo-key-never-use-in-production"  # noqa: S105  # nosec B105  # debug only
 # Rotating DJANGO_SECRET_KEY: put the old key here (comma-separated) until sessions, signed values
-# and the stored secrets (`candor_reencrypt_secrets`) have moved to the new one (README, "Secrets").
+# and the stored secrets (`candor_reencrypt_secrets`) have moved to the new one
+# (docs/integrating.md, "Secrets").
 SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
@@ -161,7 +162,7 @@ SECURE_PROXY_SSL_HEADER = (
 
 # --- Real-time layer -------------------------------------------------------------------
 # A burst of connects must not exhaust a pool: redis-py 8 caps a pool at 100 connections
-# by default and then raises MaxConnectionsError (CONVENTIONS, "Known traps").
+# by default and then raises MaxConnectionsError (docs/conventions.md, "Known traps").
 CANDOR_REDIS_MAX_CONNECTIONS = env.int("CANDOR_REDIS_MAX_CONNECTIONS", default=1000)
 
 if REDIS_URL:

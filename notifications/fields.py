@@ -4,7 +4,7 @@ HMAC verification needs the secret itself, so these cannot be hashed the way a p
 hash only answers "is this the same value?"). They are encrypted instead, with Fernet (AES-128-CBC
 and HMAC-SHA256, a random IV each time) under a key derived from SECRET_KEY: a database dump or a
 staff user's SQL console shows ciphertext. Someone with both the database and SECRET_KEY can
-still decrypt them (SECURITY.md, "Secrets at rest").
+still decrypt them (docs/security.md, "Secrets at rest").
 
 Rotating SECRET_KEY follows Django's own scheme: the new key encrypts, the new key and every
 SECRET_KEY_FALLBACKS entry decrypt, and `manage.py candor_reencrypt_secrets` moves every stored

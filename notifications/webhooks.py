@@ -65,7 +65,7 @@ class OrderNews:
     # Partial refunds: (refund id, the items it returns; empty = the whole order).
     refunds: list[tuple[str, list[LineItem]]] = field(default_factory=list)
     is_test: bool = False
-    # `Candor.visitorToken()`, passed by the storefront as an order attribute (README, "Experiments").
+    # `Candor.visitorToken()`, passed by the storefront as an order attribute (docs/experiments.md).
     visitor_token: str = ""
 
 

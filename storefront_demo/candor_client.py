@@ -1,5 +1,5 @@
 """How the shop's backend talks to Candor: signed server-to-server requests, exactly as a store's
-own backend would (README, "From the store's server"). Nothing here touches Candor's tables."""
+own backend would (docs/api.md, "From the store's server"). Nothing here touches Candor's tables."""
 
 import hashlib
 import hmac

@@ -19,7 +19,8 @@ CART_KEY = "cart"  # the shop's own session cart: {sku: quantity}
 
 def _csp(response: HttpResponse, request) -> HttpResponse:
     """A strict policy, as a careful store would send: no inline script or style anywhere. The
-    widget needs only its own origin for the script and the socket (README, "Content-Security-Policy")."""
+    widget needs only its own origin for the script and the socket (docs/integrating.md,
+    "Content-Security-Policy")."""
     host = request.get_host()
     socket = ("wss://" if request.is_secure() else "ws://") + host
     response["Content-Security-Policy"] = (

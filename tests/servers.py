@@ -1,6 +1,6 @@
 """Helpers for tests that start their own server processes: a free port, waiting for it to
 answer, stopping a process group, waiting for its database sessions to end, a private
-redis-server, and a uvicorn process run as the README runs it."""
+redis-server, and a uvicorn process run as docs/operations.md runs it."""
 
 import os
 import signal
@@ -159,7 +159,7 @@ def server_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 def uvicorn_start(env: dict[str, str], log: Path, *, extra_args: tuple[str, ...] = ()) -> tuple:
-    """One uvicorn process with the README's production flags; returns (process, port)."""
+    """One uvicorn process with docs/operations.md's production flags; returns (process, port)."""
     port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(

@@ -104,7 +104,7 @@ def test_rows_logged_before_templates_were_recorded_skip_the_text_check(product)
     row = log(product)
     Notification.objects.filter(pk=row.pk).update(template_text="", locale="")  # as migration 0011 left them
     text_set_in_database(row, "Only 4 left in stock")
-    # Not caught: the row kept nothing to render again (README, "Claims audit").
+    # Not caught: the row kept nothing to render again (docs/operations.md, `candor.claims_audit`).
     assert audit.claims_audit() == audit.AuditResult(checked=1, alarms=0)
 
 

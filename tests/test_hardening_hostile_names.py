@@ -2,7 +2,7 @@
 and 5,000 characters, through both catalog paths (the operator CLI and the signed server
 upsert), then shown in the admin, on `/why/<id>` and in a socket notification's text.
 
-The choice (README, SECURITY.md): markup is stored as the text it is and escaped or set as text
+The choice (docs/security.md): markup is stored as the text it is and escaped or set as text
 wherever shown; invisible format and control characters (bidi overrides and isolates,
 zero-width characters) are removed on the way in; a label over its column's length is refused
 (422 with `error.field`, or the CLI's error), never truncated."""

@@ -1,4 +1,4 @@
-"""SPEC 7 over real sockets, against uvicorn run as the README runs it, on the real Redis and
+"""SPEC 7 over real sockets, against uvicorn run as docs/operations.md runs it, on the real Redis and
 PostgreSQL: four honest shoppers, each from its own loopback address, and one machine
 (127.0.9.9) rotating 40 User-Agents over sockets and beacons. The machine gets at most 20 sockets
 (the rest: HTTP 429 at the handshake), lifts no count above the honest shoppers + 2, and a socket

@@ -13,7 +13,7 @@ refunded. Then the periodic tasks run (rollups, the claims audit, salts) and an 
 an order.
 
 Then every text and JSON column of every table in the database, every key and value in Redis,
-the server's whole output (Candor's loggers at DEBUG, uvicorn as the README runs it) and the test
+the server's whole output (Candor's loggers at DEBUG, uvicorn as docs/operations.md runs it) and the test
 process's own log records are searched for every address, User-Agent, email and name used."""
 
 import asyncio

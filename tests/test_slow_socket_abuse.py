@@ -1,4 +1,4 @@
-"""Hostile socket clients against a real uvicorn process run as the README runs it
+"""Hostile socket clients against a real uvicorn process run as docs/operations.md runs it
 (`--ws-max-size 65536`): a 10 MB frame is refused with 1009 without the process buffering it,
 and a flood of small frames is closed with 1008 (the consumer's per-socket message budget)."""
 

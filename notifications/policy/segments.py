@@ -1,7 +1,7 @@
 """Audience segments (SPEC 3): ordered rules over the visitor context, first match wins, and a
 default segment always exists. Pure: the admin's rows are turned into these by `selectors.py`.
 
-The shipped defaults, and why (sources in the README, "Policy defaults"):
+The shipped defaults, and why (sources in docs/policy.md, "Policy defaults"):
 - Self-expression categories (fashion, music, lifestyle): consensus messages backfire soonest
   when the product signals identity (Berger & Heath 2007, "Where consumers diverge from others";
   Cialdini's social proof works best under similarity and uncertainty). Gentle tier, low caps,

@@ -1,4 +1,4 @@
-/*! Candor widget — truthful live social proof. README: "The widget" */
+/*! Candor widget — truthful live social proof. Integrating it: docs/integrating.md */
 (function () {
   "use strict";
   if (window.Candor) return;

@@ -4,7 +4,7 @@
   candor_order erase --key pk_… --order-id ID    # unlinks it: counts and audits stay true
 
 Both print one JSON object on stdout. What erasure does, and why it deletes no ledger row, is
-explained in notifications/orders.py and the README.
+explained in notifications/orders.py and docs/security.md.
 """
 
 import json

@@ -1,7 +1,7 @@
 """Re-encrypt every stored secret under the current DJANGO_SECRET_KEY.
 
 Run it after rotating DJANGO_SECRET_KEY (the old key in DJANGO_SECRET_KEY_FALLBACKS); afterwards the
-old key is no longer needed to read the sites' secrets (README, "Secrets"). Safe to run again.
+old key is no longer needed to read the sites' secrets (docs/integrating.md, "Secrets"). Safe to run again.
 Prints one JSON object: {"reencrypted": N, "current": M}.
 """
 
