@@ -690,12 +690,6 @@ class PolicyConfigAdmin(TenantAdminMixin, admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
-def _catalog_changed(*_args, **_kwargs) -> None:
-    from .selectors import policy_catalogs_forget
-
-    policy_catalogs_forget()
-
-
 class PolicyVariantFormSet(BaseInlineFormSet):
     def clean(self):
         super().clean()
@@ -743,14 +737,6 @@ class SegmentConfigAdmin(TenantAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("variants__policy")
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        _catalog_changed()
-
-    def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        _catalog_changed()
-
 
 @admin.register(Exposure)
 class ExposureAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
@@ -793,10 +779,6 @@ class MessageTemplateAdmin(TenantAdminMixin, admin.ModelAdmin):
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return super().changeform_view(request, object_id, form_url, self._shipped(extra_context))
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        _catalog_changed()
 
 
 @admin.register(RefusalCount)

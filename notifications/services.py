@@ -446,7 +446,4 @@ def policy_save(*, policy: PolicyConfig) -> PolicyConfig:
     PolicySnapshot.objects.create(
         policy=policy, version=policy.version, label=policy.version_label, settings=policy.settings_dict()
     )
-    from .selectors import policy_catalogs_forget
-
-    policy_catalogs_forget()
     return policy
