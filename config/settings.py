@@ -165,6 +165,11 @@ SECURE_PROXY_SSL_HEADER = (
 # by default and then raises MaxConnectionsError (docs/conventions.md, "Known traps").
 CANDOR_REDIS_MAX_CONNECTIONS = env.int("CANDOR_REDIS_MAX_CONNECTIONS", default=1000)
 
+# Nothing in Candor uses the channel layer today: the widget consumer opts out of it
+# (`channel_layer_alias` in consumers.py) and fan-out goes through each process's hub
+# (streaming.py), since `group_send` costs 3.6-5.8x more per update. It stays configured because
+# SPEC 6 names a channel layer in both modes and Channels' consumers, tests and any future
+# consumer (an admin live view, say) expect one; channels-redis is part of the fixed stack.
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {

@@ -4,6 +4,7 @@ superusers included: no admin form can create, alter or remove activity (SPEC 2.
 import datetime as dt
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import get_fields_from_path
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -395,7 +396,27 @@ class SiteAdmin(TenantAdminMixin, admin.ModelAdmin):
         if site is not None:
             extra_context["experiment_headline"] = headline(experiment_results(site=site))
             extra_context["experiment_url"] = reverse("admin:candor_experiment", args=[site.pk])
+            extra_context["shoppers_now"] = self._shoppers_now(site)
+            extra_context["visitors_per_address"] = settings.CANDOR_VISITORS_PER_ADDRESS
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @staticmethod
+    def _shoppers_now(site: Site) -> int | None:
+        """`shoppers_on_site_now` (SPEC 7): the same capped count a toast would use, or None when
+        presence cannot be read (Redis down must not take the Site page with it)."""
+        import redis
+
+        from .metrics import shoppers_on_site_now
+        from .presence import site_visitors_now
+
+        try:
+            visitors = site_visitors_now(site.pk)
+        except redis.exceptions.RedisError:
+            return None
+        metric = shoppers_on_site_now(
+            visitors=visitors, ttl_s=settings.CANDOR_PRESENCE_TTL_S, at=timezone.now()
+        )
+        return metric.true_value
 
     def get_queryset(self, request):
         return (
@@ -669,12 +690,6 @@ class PolicyConfigAdmin(TenantAdminMixin, admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
-def _catalog_changed(*_args, **_kwargs) -> None:
-    from .selectors import policy_catalogs_forget
-
-    policy_catalogs_forget()
-
-
 class PolicyVariantFormSet(BaseInlineFormSet):
     def clean(self):
         super().clean()
@@ -722,14 +737,6 @@ class SegmentConfigAdmin(TenantAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("variants__policy")
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        _catalog_changed()
-
-    def save_related(self, request, form, formsets, change):
-        super().save_related(request, form, formsets, change)
-        _catalog_changed()
-
 
 @admin.register(Exposure)
 class ExposureAdmin(ReadOnlyAdminMixin, TenantAdminMixin, admin.ModelAdmin):
@@ -772,10 +779,6 @@ class MessageTemplateAdmin(TenantAdminMixin, admin.ModelAdmin):
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return super().changeform_view(request, object_id, form_url, self._shipped(extra_context))
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        _catalog_changed()
 
 
 @admin.register(RefusalCount)

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class NotificationsConfig(AppConfig):
     name = "notifications"
     verbose_name = "Candor"
+
+    def ready(self) -> None:
+        from .signals import signals_connect
+
+        signals_connect()

@@ -39,7 +39,6 @@ HOLDOUT = "holdout"
 ALPHA = 0.05
 POWER = 0.80
 Z_ALPHA = NormalDist().inv_cdf(1 - ALPHA / 2)
-Z_POWER = NormalDist().inv_cdf(POWER)
 
 
 # --- Assignment (pure) -------------------------------------------------------------------------
@@ -148,10 +147,6 @@ class Interval:
     def covers(self, value: float) -> bool:
         return self.low <= value <= self.high
 
-    @property
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
 
 def wilson_interval(successes: int, trials: int, *, z: float = Z_ALPHA) -> Interval | None:
     if trials <= 0:
@@ -249,10 +244,6 @@ class Comparison:
     relative: float | None
     relative_interval: Interval | None
     needed_total: int | None  # visitors (both arms) still to collect at the current allocation
-
-    @property
-    def conclusive(self) -> bool:
-        return self.absolute_interval is not None and self.absolute_interval.excludes_zero
 
 
 @dataclass
@@ -388,7 +379,6 @@ def experiment_results(
     arms: dict[tuple[str, str], Rate] = defaultdict(Rate)
     curve: dict[tuple[str, int], Rate] = defaultdict(Rate)
     visitors: dict[str, list] = {}  # visitor → [first exposure, arms seen]
-    exposure_count = 0
     for row in per_visitor.iterator():
         visitor, first = row["visitor_hash"], row["first"]
         hit = converted(visitor, first)
@@ -401,7 +391,6 @@ def experiment_results(
         seen = visitors.setdefault(visitor, [first, set()])
         seen[0] = min(seen[0], first)
         seen[1].add(row["arm"] == HOLDOUT)
-        exposure_count += 1
 
     results = Results(
         site_id=site.pk,

@@ -100,26 +100,11 @@ def presence_sweep() -> int:
     """Drop expired presence members everywhere and announce the products that changed.
 
     Each server process already prunes the products it holds sockets for; this catches the
-    products that no live process holds any more (all their processes died). Without Redis the
-    only process prunes its own presence, so there is nothing to sweep."""
-    url = settings.CANDOR_REDIS_URL
-    if not url:
-        return 0
-    import redis
-
-    from .presence import KEY_PREFIX, _now_ms
+    products that no live process holds any more (all their processes died)."""
+    from .presence import prune_expired
     from .streaming import ledger_changed_now
 
-    client = redis.Redis.from_url(url)
-    try:
-        changed = []
-        now_ms = _now_ms()
-        for key in client.scan_iter(match=f"{KEY_PREFIX}*", count=500):
-            suffix = key.decode()[len(KEY_PREFIX) :]
-            if client.zremrangebyscore(key, "-inf", now_ms) and suffix.isdigit():
-                changed.append(int(suffix))
-        if changed:
-            ledger_changed_now(changed, origin="sweep")  # a presence change: every hub re-reads
-        return len(changed)
-    finally:
-        client.close()
+    changed = prune_expired()
+    if changed:
+        ledger_changed_now(changed, origin="sweep")  # a presence change: every hub re-reads
+    return len(changed)

@@ -33,7 +33,8 @@ class Entry:
     product_id: int
     visitor: str
     socket_id: str
-    # The same member is also kept per site, for `shoppers_on_site_now`; 0 = not tracked.
+    # The same member is also kept per site, for `shoppers_on_site_now` (the admin's Site page,
+    # `site_visitors_now`); 0 = not tracked.
     site_id: int = 0
     # Coarse attributes for reference groups ("shoppers from your country"): a country code and
     # the store's returning hint. Never anything that identifies.
@@ -127,9 +128,6 @@ class MemoryPresence:
     async def visitors(self, product_id: int) -> dict[str, tuple[str, str]]:
         return await self._visitors(KEY_PREFIX + str(product_id))
 
-    async def site_visitors(self, site_id: int) -> dict[str, tuple[str, str]]:
-        return await self._visitors(SITE_KEY_PREFIX + str(site_id))
-
     async def close(self) -> None:
         return None
 
@@ -193,9 +191,6 @@ class RedisPresence:
     async def visitors(self, product_id: int) -> dict[str, tuple[str, str]]:
         return await self._visitors(KEY_PREFIX + str(product_id))
 
-    async def site_visitors(self, site_id: int) -> dict[str, tuple[str, str]]:
-        return await self._visitors(SITE_KEY_PREFIX + str(site_id))
-
     async def close(self) -> None:
         await self.redis.aclose()
         await self.pool.disconnect()
@@ -217,23 +212,56 @@ def presence_store() -> "MemoryPresence | RedisPresence":
     return store
 
 
-def visitors_now(product_id: int) -> dict[str, tuple[str, str]]:
-    """A synchronous read for the admin preview (outside any event loop). With Redis, one
-    ZRANGEBYSCORE; embedded, the server process's own in-memory sets."""
+def _live_now(key: str) -> list[str]:
+    """The unexpired members of one presence key, read synchronously (outside any event loop).
+    With Redis, one ZRANGEBYSCORE; embedded, the server process's own in-memory sets."""
     url = settings.CANDOR_REDIS_URL
     if url:
         import redis
 
         client = redis.Redis.from_url(url)
         try:
-            members = client.zrangebyscore(KEY_PREFIX + str(product_id), _now_ms() + 1, "+inf")
+            return [m.decode() for m in client.zrangebyscore(key, _now_ms() + 1, "+inf")]
         finally:
             client.close()
-        return _by_visitor(m.decode() for m in members)
     now = _now_ms()
     live: list[str] = []
     for store in list(_stores.values()):
         if isinstance(store, MemoryPresence):
-            members = store._sets.get(KEY_PREFIX + str(product_id), {})
-            live += [m for m, expiry in list(members.items()) if expiry > now]
-    return _by_visitor(live)
+            live += [m for m, expiry in list(store._sets.get(key, {}).items()) if expiry > now]
+    return live
+
+
+def visitors_now(product_id: int) -> dict[str, tuple[str, str]]:
+    """The visitors with a visible page on a product now, for the admin preview."""
+    return _by_visitor(_live_now(KEY_PREFIX + str(product_id)))
+
+
+def site_visitors_now(site_id: int) -> dict[str, tuple[str, str]]:
+    """The visitors with a visible page anywhere on a site now (capped per address like every
+    presence count), for `shoppers_on_site_now` on the admin's Site page."""
+    return _by_visitor(_live_now(SITE_KEY_PREFIX + str(site_id)))
+
+
+def prune_expired() -> list[int]:
+    """Drop expired members from every presence key in Redis; return the products whose
+    viewers changed. Each server process prunes the products it holds sockets for; this is for
+    the products no live process holds any more (all their processes died). Embedded, the only
+    process prunes its own sets, so there is nothing to do."""
+    url = settings.CANDOR_REDIS_URL
+    if not url:
+        return []
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        changed = []
+        now_ms = _now_ms()
+        for key in client.scan_iter(match=f"{KEY_PREFIX}*", count=500):
+            suffix = key.decode()[len(KEY_PREFIX) :]
+            # Site keys ("site:<id>") are pruned too but announce nothing: no toast counts them.
+            if client.zremrangebyscore(key, "-inf", now_ms) and suffix.isdigit():
+                changed.append(int(suffix))
+        return changed
+    finally:
+        client.close()

@@ -264,7 +264,8 @@ def policy_catalog_build(site_id: int) -> PolicyCatalog:
 
 
 # Segments and policies change rarely and are read on every page message: a few seconds of
-# staleness after an admin edit is the trade for no query on the hot path.
+# staleness in other processes after an edit is the trade for no query on the hot path. In the
+# editing process, saving or deleting a catalog row drops the cache at once (signals.py).
 _CATALOG_TTL_S = 5.0
 _catalogs: dict[int, tuple[float, PolicyCatalog]] = {}
 

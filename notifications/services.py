@@ -22,8 +22,10 @@ from .models import (
     Notification,
     PolicyConfig,
     PolicySnapshot,
+    PolicyVariant,
     Product,
     RefusalCount,
+    SegmentConfig,
     Site,
     SiteMembership,
     SiteSecret,
@@ -446,7 +448,95 @@ def policy_save(*, policy: PolicyConfig) -> PolicyConfig:
     PolicySnapshot.objects.create(
         policy=policy, version=policy.version, label=policy.version_label, settings=policy.settings_dict()
     )
-    from .selectors import policy_catalogs_forget
-
-    policy_catalogs_forget()
     return policy
+
+
+# --- Scripted policy set-up (the operator CLI; the admin does the same by hand) -------------
+
+# The policy fields an operator may set: the settings a snapshot keeps, which are every editable
+# field but the site, the name and the version bookkeeping.
+POLICY_SETTING_FIELDS = tuple(
+    f.name for f in PolicyConfig._meta.fields if f.name not in ("id", "site", "name", "version", "updated_at")
+)
+
+
+def _invalid(exc: ValidationError) -> SiteError:
+    if hasattr(exc, "message_dict"):
+        return SiteError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+    return SiteError(" ".join(exc.messages))
+
+
+@transaction.atomic
+def policy_upsert(*, site: Site, name: str, values: dict) -> PolicyConfig:
+    """Create the site's policy `name`, or change it, with `values` (POLICY_SETTING_FIELDS); either
+    way a new version, through `policy_save`."""
+    unknown = sorted(set(values) - set(POLICY_SETTING_FIELDS))
+    if unknown:
+        raise SiteError(f"unknown policy setting(s): {', '.join(unknown)}")
+    policy = PolicyConfig.objects.filter(site=site, name=name).first() or PolicyConfig(site=site, name=name)
+    for field_name, value in values.items():
+        setattr(policy, field_name, value)
+    try:
+        return policy_save(policy=policy)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
+@transaction.atomic
+def segment_policy_set(
+    *, site: Site, name: str, policy: PolicyConfig, is_default: bool = False
+) -> SegmentConfig:
+    """Put `policy` on the site's segment `name`, creating the segment if need be. `is_default`
+    makes it the segment for everyone no other rule matches; an existing default stays one."""
+    if policy.site_id != site.pk:
+        raise SiteError(f"policy {policy.name!r} belongs to another site")
+    segment = SegmentConfig.objects.filter(site=site, name=name).first() or SegmentConfig(
+        site=site, name=name
+    )
+    segment.policy = policy
+    segment.is_default = segment.is_default or is_default
+    if segment.is_default:
+        # The catalog takes the first default it finds: two would make one of them dead config.
+        other = SegmentConfig.objects.filter(site=site, is_default=True).exclude(name=name).first()
+        if other is not None:
+            raise SiteError(f"segment {other.name!r} is already the site's default segment")
+    try:
+        segment.full_clean()
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    segment.save()
+    return segment
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    segment: str
+    policy: str
+    share_pct: float
+
+
+@transaction.atomic
+def experiment_set(*, site: Site, holdout_pct: float | None = None, variants: list[VariantSpec] = ()) -> Site:
+    """Set the site's holdout share and put policy variants (experiment arms, SPEC 4) on its
+    segments: each (segment, policy) pair is created or gets the new share. All or nothing."""
+    if holdout_pct is not None:
+        site.holdout_pct = holdout_pct
+        _site_validate(site)
+        site.save(update_fields=["holdout_pct"])
+    for spec in variants:
+        segment = SegmentConfig.objects.filter(site=site, name=spec.segment).first()
+        if segment is None:
+            raise SiteError(f"no segment named {spec.segment!r} on this site")
+        policy = PolicyConfig.objects.filter(site=site, name=spec.policy).first()
+        if policy is None:
+            raise SiteError(f"no policy named {spec.policy!r} on this site")
+        variant = PolicyVariant.objects.filter(segment=segment, policy=policy).first() or PolicyVariant(
+            segment=segment, policy=policy
+        )
+        variant.share_pct = spec.share_pct
+        try:
+            variant.full_clean()
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        variant.save()
+    return site

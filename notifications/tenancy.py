@@ -120,18 +120,3 @@ def sites_of(obj) -> set[int] | None:
         if value is not None:
             found.add(value)
     return found
-
-
-def may_see(user, obj) -> bool:
-    return _within(sites_visible(user), obj)
-
-
-def may_change(user, obj) -> bool:
-    return _within(sites_owned(user), obj)
-
-
-def _within(site_ids: set[int] | None, obj) -> bool:
-    if site_ids is None:
-        return True
-    sites = sites_of(obj)
-    return bool(sites) and sites <= site_ids

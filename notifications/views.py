@@ -6,10 +6,12 @@ from django.shortcuts import get_object_or_404, render
 from .metrics import EVIDENCE_IDS_MAX
 from .models import EventSource, Notification
 from .policy import Policy, policy_default
+from .policy.decision import window_words
 from .selectors import policy_by_version, purchase_sources_count
 
 # What the number in the message is, in plain words (no internal kind, policy or arm names),
-# and how it was counted. `{window}` is the claim's window ("the last 24 hours").
+# and how it was counted. `{window}` is the claim's window in the toast's own words ("in the last
+# 24 hours": `policy.decision.window_words`, so the page and the toast cannot word it differently).
 METRIC_BASIS = {
     "viewing_now": (
         "the number of people other than you with this page open in the last {window_s} seconds",
@@ -22,16 +24,16 @@ METRIC_BASIS = {
         "The store's server reported this order with a valid signature (or a verified Shopify or "
         "WooCommerce webhook); a browser can never report a purchase. The minutes are counted from "
         "the moment the store says the order was placed, rounded down. Refunded, cancelled and test "
-        "orders are never shown, and nothing older than {window} is.",
+        "orders are never shown, and only orders placed {window} are.",
     ),
     "purchases_in_window": (
-        "the number of orders of this product in {window}",
+        "the number of orders of this product {window}",
         "Each order counts once however many units it had. Only orders the store's server reported "
         "with a valid signature (or a verified platform webhook) count; refunded, cancelled and test "
         "orders do not.",
     ),
     "add_to_cart_in_window": (
-        "shoppers who added this to their cart in {window}, at most {per_address} per network address",
+        "shoppers who added this to their cart {window}, at most {per_address} per network address",
         "Each shopper counts once, and bots are not counted. Because our visitor identifiers change "
         "every day, the count is that of the busiest single day, so one shopper is never counted twice.",
     ),
@@ -67,17 +69,6 @@ def _provenance(notification: Notification) -> tuple[list[str], bool, int]:
     ]
     partial = EVIDENCE_IDS_MAX if len(event_ids) >= EVIDENCE_IDS_MAX else 0
     return lines, bool(orders.get(EventSource.SERVER)), partial
-
-
-def _window_words(window_s: int) -> str:
-    if window_s % 86400 == 0:
-        days = window_s // 86400
-        return "the last 24 hours" if days == 1 else f"the last {days} days"
-    if window_s == 3600:
-        return "the last hour"
-    if window_s % 3600 == 0:
-        return f"the last {window_s // 3600} hours"
-    return f"the last {window_s} seconds"
 
 
 _SMALL_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -135,7 +126,8 @@ def why(request, public_id: str):
         Notification.objects.select_related("site", "product"), public_id=public_id
     )
     what, how = METRIC_BASIS.get(notification.kind, ("the number in the message", ""))
-    window = _window_words(notification.window_s)
+    # The page is written in English (it has no translations yet), whatever language is active.
+    window = window_words(notification.window_s, language="en")
     per_address = (notification.evidence or {}).get("visitors_per_address")
     if not isinstance(per_address, int) or per_address < 1:
         per_address = settings.CANDOR_VISITORS_PER_ADDRESS

@@ -106,3 +106,56 @@ def test_rotating_from_the_admin_shows_the_new_secret(superuser_client):
         SiteSecret.objects.filter(site=site, retired_at__isnull=True).values_list("secret", flat=True)
     ) == [newest]
     assert re.match(r"^sk_", newest)
+
+
+def test_the_site_page_shows_shoppers_on_the_site_now_capped_per_address(
+    superuser_client, realtime_mode, settings
+):
+    """`shoppers_on_site_now` (SPEC 7) has its reader: the Site page, the same capped count."""
+    import asyncio
+
+    from notifications.presence import Entry, presence_store
+
+    settings.CANDOR_VISITORS_PER_ADDRESS = 2
+    product = ProductFactory()
+    other = ProductFactory(site=product.site)
+    elsewhere = ProductFactory()  # another store's shopper is not this store's
+    url = reverse("admin:notifications_site_change", args=[product.site.pk])
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def show(entries):
+            for entry in entries:
+                await presence_store().show(entry, ttl_s=30)
+
+        page = superuser_client.get(url).content.decode()
+        assert "Shoppers on the site now: 0" in page
+        loop.run_until_complete(
+            show(
+                [
+                    # One address rotating User-Agents counts twice at most, on any product.
+                    *(
+                        Entry(product.pk, f"rotating{i}", f"s{i}", product.site_id, address="nat")
+                        for i in range(6)
+                    ),
+                    Entry(other.pk, "rotating9", "s9", product.site_id, address="nat"),
+                    # Two tabs, two products: one shopper.
+                    Entry(product.pk, "honest", "t1", product.site_id, address="home"),
+                    Entry(other.pk, "honest", "t2", product.site_id, address="home"),
+                    Entry(elsewhere.pk, "stranger", "u1", elsewhere.site_id, address="far"),
+                ]
+            )
+        )
+        page = superuser_client.get(url).content.decode()
+        assert "Shoppers on the site now: 3" in page
+    finally:
+        loop.run_until_complete(presence_store_close(loop))
+        loop.close()
+
+
+async def presence_store_close(loop):
+    from notifications.presence import _stores
+
+    store = _stores.pop(loop, None)
+    if store is not None:
+        await store.close()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from notifications import metrics
 from notifications.identity import address_hash_compute, address_network, salt_cache_clear
 from notifications.models import Event
-from notifications.presence import Entry, MemoryPresence, _by_visitor
+from notifications.presence import Entry, MemoryPresence, _by_visitor, presence_store, site_visitors_now
 from tests.factories import ProductFactory, site_policy_set
 from tests.test_api_events import good, post
 from tests.test_widget_socket import communicator, settle, visitor
@@ -80,13 +80,15 @@ def test_which_visitors_of_an_address_count_does_not_depend_on_order():
 
 async def test_memory_presence_applies_the_cap(settings):
     settings.CANDOR_VISITORS_PER_ADDRESS = 2
-    store = MemoryPresence()
+    settings.CANDOR_REDIS_URL = ""
+    store = presence_store()
+    assert isinstance(store, MemoryPresence)
     for i in range(40):
         await store.show(Entry(7, f"attacker{i:02d}", f"s{i}", 1, address="x"), ttl_s=30)
     for i in range(3):
         await store.show(Entry(7, f"honest{i}", f"h{i}", 1, address=f"home{i}"), ttl_s=30)
     assert len(await store.visitors(7)) == 5
-    assert len(await store.site_visitors(1)) == 5
+    assert len(site_visitors_now(1)) == 5  # the site-wide count is capped the same way
 
 
 # --- over the socket: 40 User-Agents from one address --------------------------------------

@@ -36,7 +36,6 @@ class RefusalReason(enum.StrEnum):
 
 
 LIVE_KINDS = frozenset({"viewing_now", "recent_purchase", "purchases_in_window", "add_to_cart_in_window"})
-COUNT_KINDS = LIVE_KINDS - {"recent_purchase"}
 # Reference groups, narrowest first by default. `everyone` is the unnamed group ("3 other people").
 GROUPS = ("category", "country", "first_time", "everyone")
 
@@ -295,9 +294,10 @@ PIPELINE: tuple[Step, ...] = (
 )
 
 
-def window_words(window_s: int) -> str:
-    """A rolling window in words: "in the last 24 hours", "in the last 7 days"."""
-    return _window_words_in(get_language(), window_s)
+def window_words(window_s: int, *, language: str | None = None) -> str:
+    """A rolling window in words: "in the last 24 hours", "in the last 7 days", in `language`
+    (default: the active one)."""
+    return _window_words_in(language or get_language(), window_s)
 
 
 @lru_cache(maxsize=256)

@@ -13,12 +13,9 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from notifications.models import PolicyConfig, PolicyVariant, SegmentConfig
-from notifications.selectors import policy_catalogs_forget, site_by_key
-from notifications.services import policy_save
 from storefront_demo.models import DemoProduct, DemoStore
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog.json"
@@ -55,12 +52,17 @@ class Command(BaseCommand):
 
         origins = [arg for origin in settings.CANDOR_DEMO_ORIGINS for arg in ("--origin", origin)]
         store = DemoStore.objects.first()
-        if store is None or site_by_key(key=store.candor_key) is None:
+        if store is not None:
+            try:
+                _candor("origins", "--key", store.candor_key, *origins)
+            except CommandError as exc:
+                if "no site with key" not in str(exc):
+                    raise
+                store = None  # its site is gone (a reset Candor database): make a new one
+        if store is None:
             created = _candor("create", "--name", "Candor demo store", "--demo", *origins)
             DemoStore.objects.all().delete()
             store = DemoStore.objects.create(candor_key=created["key"], candor_secret=created["secret"])
-        else:
-            _candor("origins", "--key", store.candor_key, *origins)
 
         catalog = [
             {
@@ -78,7 +80,7 @@ class Command(BaseCommand):
             result = _candor("products", "--key", store.candor_key, fh.name)
 
         if options["experiment"]:
-            self._experiment(site_by_key(key=store.candor_key))
+            self._experiment(store.candor_key)
 
         if options["admin_password"]:
             user, _ = get_user_model().objects.get_or_create(
@@ -94,23 +96,13 @@ class Command(BaseCommand):
             f"origins {', '.join(settings.CANDOR_DEMO_ORIGINS)}"
         )
 
-    def _experiment(self, site) -> None:
+    def _experiment(self, key: str) -> None:
         """Configuration only (SPEC 2.5): what the experiment measures comes from shoppers."""
-        caps = {"cap_viewing_now": 10, "cap_purchases_in_window": 10, "cap_add_to_cart_in_window": 10}
-        base = _policy(site, "cap 10", caps)
-        wide = _policy(site, "cap 50", {name: 50 for name in caps})
-        segment, _ = SegmentConfig.objects.update_or_create(
-            site=site, name="Everyone", defaults={"is_default": True, "policy": base}
-        )
-        PolicyVariant.objects.update_or_create(segment=segment, policy=wide, defaults={"share_pct": 50})
-        site.holdout_pct = 20
-        site.save(update_fields=["holdout_pct"])
-        policy_catalogs_forget()
+        caps = ("--cap-viewing-now", "--cap-purchases-in-window", "--cap-add-to-cart-in-window")
+        _candor(
+            "policy", "--key", key, "--name", "cap 10", "--segment", "Everyone", "--default",
+            *(arg for cap in caps for arg in (cap, "10")),
+        )  # fmt: skip
+        _candor("policy", "--key", key, "--name", "cap 50", *(arg for cap in caps for arg in (cap, "50")))
+        _candor("experiment", "--key", key, "--holdout-pct", "20", "--variant", "Everyone:cap 50:50")
         self.stdout.write("Experiment: 20% holdout; segment Everyone: cap 10, and cap 50 for half the rest.")
-
-
-def _policy(site, name: str, fields: dict) -> PolicyConfig:
-    policy = PolicyConfig.objects.filter(site=site, name=name).first() or PolicyConfig(site=site, name=name)
-    for field, value in fields.items():
-        setattr(policy, field, value)
-    return policy_save(policy=policy)
