@@ -1,6 +1,6 @@
 """End to end: a signed purchase to the last viewer's screen, at a steady rate, with N viewers.
 
-    .venv/bin/python bench/e2e.py [--viewers 1000] [--rate 5] [--seconds 60] [--quick]
+    python -m bench.e2e [--viewers 1000] [--rate 5] [--seconds 60] [--quick]
 
 N viewers (distinct visitors: each socket its own User-Agent, Origin http://bench.test) hold
 visible widget sockets, spread evenly over P products (8 by default). Then a store's server posts
@@ -18,8 +18,8 @@ The ceiling, in the same run with the same client processes and the same N socke
 products: `bench/raw_app.py` (a bare ASGI send loop), one process per product holding that
 product's viewers, triggered at the same rate by a frame on its control socket; trigger to last
 receipt. Everything else (client processes, CLOCK_MONOTONIC times, signing, the site made with
-`manage.py candor_site`, 3 old purchases so every page shows a count) is bench/fanout.py's,
-imported. bench/README.md, "End to end", explains the choices.
+`manage.py candor_site`, 3 old purchases so every page shows a count) is the harness's
+(bench/harness/). bench/README.md, "End to end", explains the choices.
 """
 
 import argparse
@@ -33,7 +33,6 @@ import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -42,27 +41,34 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SELF = Path(__file__).resolve()
-sys.path.insert(0, str(SELF.parent))
-import fanout  # noqa: E402
-from result import result_print  # noqa: E402
+from bench.harness.candor import (
+    ORIGIN,
+    SEED_PURCHASES,
+    UA,
+    candor_prepare,
+    database_url,
+    manage,
+    products_add,
+)
+from bench.harness.clients import ClientPool, ClientWorker, http_status, json_line, signed_post
+from bench.harness.clients import drain as socket_drain
+from bench.harness.processes import clock, cpu_s, machine_busy_s, stop_all
+from bench.harness.product import LEDGER_ORIGIN, UPDATE_INTERVAL_MS
+from bench.harness.redis import ChangeWatcher, redis_url
+from bench.harness.redis import redis_clear as _redis_clear
+from bench.harness.servers import Server as _Server
+from bench.harness.servers import candor_env
+from bench.result import result_print
 
-ROOT = fanout.ROOT
-PY = fanout.PY
-clock = fanout.clock
+# This scenario's own Redis database and PostgreSQL database.
+REDIS_URL = redis_url(9)
+DATABASE_URL = database_url("candor_bench_e2e")
 
-# This scenario's own Redis database and PostgreSQL database. fanout's helpers (candor_env,
-# candor_prepare, redis_clear) read these module globals when called, so they follow.
-fanout.REDIS_URL = REDIS_URL = "redis://127.0.0.1:6379/9"
-fanout.DATABASE_URL = DATABASE_URL = "postgres://postgres@127.0.0.1:5432/candor_bench_e2e"
-
-ORIGIN = fanout.ORIGIN
-UA = fanout.UA
-SEED = fanout.SEED_PURCHASES  # old purchases per product: every page shows "Ordered 3 times …"
+SEED = SEED_PURCHASES  # old purchases per product: every page shows "Ordered 3 times …"
 KIND = "purchases_in_window"
 RAW_ID_BASE = 100_000  # bench/payload.py: the raw message's id is 100000 + the trigger's number
 FAIL_AFTER_S = 5.0
-INTERVAL_S = 1.0  # CANDOR_UPDATE_INTERVAL_MS (SPEC 5: at most one update per product a second)
+INTERVAL_S = UPDATE_INTERVAL_MS / 1000  # SPEC 5: at most one update per product a second
 TARGETS_MS = {1000: 150.0, 10_000: 400.0}  # issue 12: end-to-end p99 by viewers
 # The default policy shows "50+" above 50 purchases in the window, after which a purchase no
 # longer changes any page. The bench site's policy is the shipped default with that cap raised,
@@ -74,7 +80,7 @@ PURCHASES_CAP = 1_000_000
 # Client process: holds its share of the sockets and records, per (product, count), when each
 # socket first showed it.
 # ======================================================================================
-class E2EWorker(fanout.ClientWorker):
+class E2EWorker(ClientWorker):
     def __init__(self, writer: asyncio.StreamWriter, index: int) -> None:
         super().__init__(writer)
         self.index = index
@@ -258,7 +264,7 @@ class E2EWorker(fanout.ClientWorker):
 
 async def client_main(port: int, index: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(fanout._line({"op": "hello", "index": index}))
+    writer.write(json_line({"op": "hello", "index": index}))
     await writer.drain()
     await E2EWorker(writer, index).serve(reader)
     os._exit(0)  # the coordinator is done: no polite close of every socket
@@ -267,46 +273,23 @@ async def client_main(port: int, index: int) -> None:
 # ======================================================================================
 # Coordinator
 # ======================================================================================
-class Pool(fanout.ClientPool):
-    """fanout's pool of client processes, running this file's worker."""
+class Pool(ClientPool):
+    """The harness's pool of client processes, running this file's worker."""
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        for index in range(self.count):
-            proc = fanout._spawn([PY, str(SELF), "--_client", str(port), str(index)], cwd=ROOT)
-            self.clients.append(fanout.Client(proc))
-        async with asyncio.timeout(30):
-            await self._ready.wait()
+    def __init__(self, count: int) -> None:
+        super().__init__(count, ("-m", "bench.e2e", "--_client"))
 
 
-class Server(fanout.Server):
-    """fanout's uvicorn server, the same flags, its log named for this scenario."""
+class Server(_Server):
+    """The harness's uvicorn server, the same flags, its log named for this scenario."""
 
     def __init__(self, app: str, env: dict[str, str]) -> None:
-        self.port = fanout._free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-e2e-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        command = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = fanout._spawn(
-            command + fanout.UVICORN_FLAGS, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        super().__init__(app, env, log_prefix="bench-e2e-uvicorn-")
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / tick, sum(values) / tick
+def redis_clear() -> int:
+    """Delete only `candor:*` keys in the bench's Redis database (db 9)."""
+    return _redis_clear(REDIS_URL)
 
 
 class CpuUse:
@@ -318,16 +301,16 @@ class CpuUse:
         self.clients = [c.proc.pid for c in pool.clients]
         self.start = clock()
         self.before = (
-            [_cpu_s(p) for p in self.servers],
-            [_cpu_s(p) for p in self.clients],
-            _machine_busy_s(),
+            [cpu_s(p) for p in self.servers],
+            [cpu_s(p) for p in self.clients],
+            machine_busy_s(),
         )
 
     def done(self) -> str:
         wall = clock() - self.start
-        servers = sum(_cpu_s(p) for p in self.servers) - sum(self.before[0])
-        clients = sum(_cpu_s(p) for p in self.clients) - sum(self.before[1])
-        busy, total = _machine_busy_s()
+        servers = sum(cpu_s(p) for p in self.servers) - sum(self.before[0])
+        clients = sum(cpu_s(p) for p in self.clients) - sum(self.before[1])
+        busy, total = machine_busy_s()
         machine_busy = busy - self.before[2][0]
         cores = (total - self.before[2][1]) / wall if wall else 0
         rest = machine_busy - servers - clients
@@ -336,35 +319,6 @@ class CpuUse:
             f"{servers / wall:.0%} of a core, {len(self.clients)} client processes {clients / wall:.0%}, "
             f"everything else on the machine {rest / wall:.0%}"
         )
-
-
-class ChangeLog:
-    """Every message on Candor's change channel, timestamped: when a purchase reached fan-out."""
-
-    async def start(self) -> None:
-        import redis.asyncio as aioredis
-
-        self.seen: list[tuple[float, str]] = []
-        self.client = aioredis.Redis.from_url(REDIS_URL)
-        self.pubsub = self.client.pubsub()
-        await self.pubsub.subscribe(fanout.CHANGES_CHANNEL)
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        async for message in self.pubsub.listen():
-            if message["type"] == "message":
-                self.seen.append((clock(), message["data"].decode()))
-
-    def first_after(self, t0: float, data: str) -> float | None:
-        return next((t for t, d in self.seen if t >= t0 and d == data), None)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-            await self.client.aclose()
 
 
 @dataclass
@@ -511,7 +465,7 @@ async def run_raw(pool: Pool, args) -> Phase:
     from websockets.asyncio.client import connect
 
     started = clock()
-    fanout.redis_clear()
+    redis_clear()
     servers = [Server("bench.raw_app:app", dict(os.environ)) for _ in range(args.products)]
     ctrls: list = []
     drains: list[asyncio.Task] = []
@@ -529,7 +483,7 @@ async def run_raw(pool: Pool, args) -> Phase:
         for server in servers:
             ctrl = await connect(server.url("/ctrl"), compression=None, ping_interval=None, proxy=None)
             ctrls.append(ctrl)
-            drains.append(asyncio.get_running_loop().create_task(fanout._drain(ctrl)))
+            drains.append(asyncio.get_running_loop().create_task(socket_drain(ctrl)))
         await pool.ask_all({"op": "reset"}, "reset", 30)
         phase.setup_s = clock() - started
         phase.triggers = [Trigger(k, k % args.products, 0) for k in range(int(args.rate * args.seconds))]
@@ -562,15 +516,6 @@ async def run_raw(pool: Pool, args) -> Phase:
 
 
 # --- Candor ------------------------------------------------------------------------------
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [PY, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
 POLICY_CODE = """
 import json
 from notifications.models import PolicyConfig, SegmentConfig, Site
@@ -582,11 +527,11 @@ print(json.dumps({{p.sku: p.id for p in Product.objects.filter(site=site)}}))
 """
 
 
-def candor_prepare(env: dict[str, str], skus: list[str]) -> tuple[str, str, dict[str, int]]:
-    """fanout's set-up (database, migrations, a site through `candor_site create`), then this
+def e2e_prepare(env: dict[str, str], skus: list[str]) -> tuple[str, str, dict[str, int]]:
+    """The harness's set-up (database, migrations, a site through `candor_site create`), then this
     scenario's products through `candor_site products` and the site's policy: the shipped
     default's settings (PolicyConfig's defaults) with the purchases cap raised."""
-    key, secret = fanout.candor_prepare(env, ROOT)
+    key, secret = candor_prepare(env)
     catalog = [
         {
             "sku": sku,
@@ -597,13 +542,8 @@ def candor_prepare(env: dict[str, str], skus: list[str]) -> tuple[str, str, dict
         }
         for sku in skus
     ]
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(catalog, fh)
-    try:
-        _manage(env, "candor_site", "products", "--key", key, fh.name)
-    finally:
-        os.unlink(fh.name)
-    out = _manage(env, "shell", "-c", POLICY_CODE.format(cap=PURCHASES_CAP, key=key))
+    products_add(env, key, catalog)
+    out = manage(env, "shell", "-c", POLICY_CODE.format(cap=PURCHASES_CAP, key=key))
     ids = json.loads(out.strip().splitlines()[-1])
     return key, secret, {sku: ids[sku] for sku in skus}
 
@@ -624,7 +564,7 @@ async def _post(port: int, request: bytes, trigger: Trigger | None = None) -> st
     if trigger is not None:
         trigger.t0 = clock()  # just before the request is written
     writer.write(request)
-    status = await fanout._http_status(reader, writer)
+    status = await http_status(reader, writer)
     if trigger is not None:
         trigger.answered = clock()
         trigger.status = status
@@ -633,13 +573,10 @@ async def _post(port: int, request: bytes, trigger: Trigger | None = None) -> st
 
 async def run_candor(pool: Pool, args) -> Phase:
     started = clock()
-    fanout.redis_clear()
-    env = fanout.candor_env()
-    for item in args.candor_env:
-        name, _, value = item.partition("=")
-        env[name] = value
+    redis_clear()
+    env = candor_env(REDIS_URL, DATABASE_URL, extra=args.candor_env)
     skus = [f"E2E-{i + 1}" for i in range(args.products)]
-    key, secret, ids = await asyncio.to_thread(candor_prepare, env, skus)
+    key, secret, ids = await asyncio.to_thread(e2e_prepare, env, skus)
     app = "config.asgi:application"
     args.probe_logs = []
     if args.probe:
@@ -657,7 +594,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             args.profiles.append(args.profile if args.servers == 1 else f"{args.profile}.{s}")
             server_env["BENCH_E2E_PROFILE"] = args.profiles[-1]
         servers.append(Server(app, server_env))
-    watcher: ChangeLog | None = None
+    watcher: ChangeWatcher | None = None
     interrupted = False
     phase = Phase("candor")
     try:
@@ -669,7 +606,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             for n in range(SEED):
                 status = await _post(
                     servers[0].port,
-                    fanout._signed_post(key, secret, _purchase(args.run_id, f"s{p}-{n}", sku, age_s=7200)),
+                    signed_post(key, secret, _purchase(args.run_id, f"s{p}-{n}", sku, age_s=7200)),
                 )
                 if " 202 " not in status + " ":
                     phase.notes.append(f"seeding a purchase answered {status!r}")
@@ -700,7 +637,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             return phase
         await asyncio.sleep(INTERVAL_S + 0.5)  # the last set-up round's interval passes
         await pool.ask_all({"op": "reset"}, "reset", 30)
-        watcher = ChangeLog()
+        watcher = ChangeWatcher(REDIS_URL)
         await watcher.start()
         phase.setup_s = clock() - started
         bought: Counter[int] = Counter()
@@ -710,7 +647,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             bought[p] += 1
             phase.triggers.append(Trigger(k, p, SEED + bought[p]))
         requests = [
-            fanout._signed_post(key, secret, _purchase(args.run_id, str(k), skus[t.product]))
+            signed_post(key, secret, _purchase(args.run_id, str(k), skus[t.product]))
             for k, t in enumerate(phase.triggers)
         ]  # signed ahead: the clock starts at the write, as it would in a store's backend
 
@@ -759,10 +696,7 @@ async def run_candor(pool: Pool, args) -> Phase:
                 await pool.ask_all({"op": "close"}, "closed", 120)
         for server in servers:
             await server.stop(keep_log=args.keep_logs or (not phase.triggers and not interrupted))
-        fanout.redis_clear()
-
-
-LEDGER_ORIGIN = "ledger"  # notifications/streaming.py: a change message caused by the ledger
+        redis_clear()
 
 
 # --- the report --------------------------------------------------------------------------
@@ -1129,10 +1063,9 @@ def main() -> int:
         print("\ninterrupted; stopping servers and clients", file=sys.stderr)
         return 130
     finally:
-        for proc in fanout._children:
-            fanout._stop_child(proc)
+        stop_all()
         with contextlib.suppress(Exception):
-            fanout.redis_clear()
+            redis_clear()
 
 
 if __name__ == "__main__":
