@@ -1,10 +1,11 @@
 """`python -m bench [--quick]`: every benchmark in one run, and `bench/RESULTS.md`
 (`bench/RESULTS-quick.md` for a quick run).
 
-Runs `bench/policy.py` and `bench/fanout.py` (each prints its figures next to a ceiling measured
-in the same run) and writes their output to `bench/RESULTS.md` with the machine, the date, the
-versions and the exact commands. `--quick` uses small sizes and enforces no target: `.ci/run`
-runs it so the benchmark code never rots. Without `--quick` it exits 1 if a target is missed.
+Runs `python -m bench.policy`, `python -m bench.fanout` and the other scripts (each prints its
+figures next to a ceiling measured in the same run) and writes their output to `bench/RESULTS.md`
+with the machine, the date, the versions and the exact commands. `--quick` uses small sizes and
+enforces no target: `.ci/run` runs it so the benchmark code never rots. Without `--quick` it exits
+1 if a target is missed.
 """
 
 import argparse
@@ -16,11 +17,9 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from result import results_parse  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
+from bench.harness import ROOT
+from bench.harness.processes import PY
+from bench.result import results_parse
 
 
 def _machine() -> str:
@@ -68,25 +67,25 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         runs = [
-            [PY, "bench/policy.py", "--n", "20000", "--quick"],
-            [PY, "bench/fanout.py", "--sockets", "200", "--rounds", "2", "--warmup", "1"]
+            [PY, "-m", "bench.policy", "--n", "20000", "--quick"],
+            [PY, "-m", "bench.fanout", "--sockets", "200", "--rounds", "2", "--warmup", "1"]
             + ["--designs", "raw,candor", "--quick"],
-            [PY, "bench/sockets.py", "--quick"],
-            [PY, "bench/ingest.py", "--quick"],
-            [PY, "bench/e2e.py", "--quick"],
-            [PY, "bench/widget.py", "--quick"],
+            [PY, "-m", "bench.sockets", "--quick"],
+            [PY, "-m", "bench.ingest", "--quick"],
+            [PY, "-m", "bench.e2e", "--quick"],
+            [PY, "-m", "bench.widget", "--quick"],
         ]
     else:
         runs = [
-            [PY, "bench/policy.py", "--n", "200000"],
-            [PY, "bench/fanout.py", "--sockets", "1000", "--rounds", "10"],
-            [PY, "bench/fanout.py", "--sockets", "3000", "--rounds", "10"],
-            [PY, "bench/fanout.py", "--sockets", "10000", "--rounds", "6", "--designs", "raw,candor"],
-            [PY, "bench/sockets.py"],
-            [PY, "bench/ingest.py"],
-            [PY, "bench/e2e.py", "--viewers", "1000"],
-            [PY, "bench/e2e.py", "--viewers", "10000"],
-            [PY, "bench/widget.py"],
+            [PY, "-m", "bench.policy", "--n", "200000"],
+            [PY, "-m", "bench.fanout", "--sockets", "1000", "--rounds", "10"],
+            [PY, "-m", "bench.fanout", "--sockets", "3000", "--rounds", "10"],
+            [PY, "-m", "bench.fanout", "--sockets", "10000", "--rounds", "6", "--designs", "raw,candor"],
+            [PY, "-m", "bench.sockets"],
+            [PY, "-m", "bench.ingest"],
+            [PY, "-m", "bench.e2e", "--viewers", "1000"],
+            [PY, "-m", "bench.e2e", "--viewers", "10000"],
+            [PY, "-m", "bench.widget"],
         ]
     sections = []
     rows: list[dict] = []

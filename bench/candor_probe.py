@@ -1,6 +1,6 @@
 """Candor's ASGI application with timing marks around each step of an update round.
 
-Used by `bench/fanout.py --probe`: the project's code runs unchanged, wrapped from outside,
+Used by `python -m bench.fanout --probe`: the project's code runs unchanged, wrapped from outside,
 and each round that sent something appends one JSON line to `$BENCH_PROBE_LOG` with the
 milliseconds from the change (the trigger's page frame arriving at the consumer, or the change
 message scheduling the round) to each step, and `coalescing_wait_total`: how long the round

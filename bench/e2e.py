@@ -1,6 +1,6 @@
 """End to end: a signed purchase to the last viewer's screen, at a steady rate, with N viewers.
 
-    .venv/bin/python bench/e2e.py [--viewers 1000] [--rate 5] [--seconds 60] [--quick]
+    python -m bench.e2e [--viewers 1000] [--rate 5] [--seconds 60] [--quick]
 
 N viewers (distinct visitors: each socket its own User-Agent, Origin http://bench.test) hold
 visible widget sockets, spread evenly over P products (8 by default). Then a store's server posts
@@ -18,8 +18,8 @@ The ceiling, in the same run with the same client processes and the same N socke
 products: `bench/raw_app.py` (a bare ASGI send loop), one process per product holding that
 product's viewers, triggered at the same rate by a frame on its control socket; trigger to last
 receipt. Everything else (client processes, CLOCK_MONOTONIC times, signing, the site made with
-`manage.py candor_site`, 3 old purchases so every page shows a count) is bench/fanout.py's,
-imported. bench/README.md, "End to end", explains the choices.
+`manage.py candor_site`, 3 old purchases so every page shows a count) is the harness's
+(bench/harness/). bench/README.md, "End to end", explains the choices.
 """
 
 import argparse
@@ -32,38 +32,38 @@ import math
 import os
 import resource
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-SELF = Path(__file__).resolve()
-sys.path.insert(0, str(SELF.parent))
-import fanout  # noqa: E402
-from result import result_print  # noqa: E402
+from bench.e2e_report import FAIL_AFTER_S, INTERVAL_S, print_report, probe_report, verdicts
+from bench.harness.candor import (
+    ORIGIN,
+    SEED_PURCHASES,
+    UA,
+    candor_prepare,
+    database_url,
+    manage,
+    products_add,
+)
+from bench.harness.clients import ClientPool, ClientWorker, http_status, json_line, signed_post
+from bench.harness.clients import drain as socket_drain
+from bench.harness.processes import clock, cpu_s, machine_busy_s, stop_all
+from bench.harness.product import LEDGER_ORIGIN
+from bench.harness.redis import ChangeWatcher, redis_url
+from bench.harness.redis import redis_clear as _redis_clear
+from bench.harness.servers import Server as _Server
+from bench.harness.servers import candor_env
 
-ROOT = fanout.ROOT
-PY = fanout.PY
-clock = fanout.clock
+# This scenario's own Redis database and PostgreSQL database.
+REDIS_URL = redis_url(9)
+DATABASE_URL = database_url("candor_bench_e2e")
 
-# This scenario's own Redis database and PostgreSQL database. fanout's helpers (candor_env,
-# candor_prepare, redis_clear) read these module globals when called, so they follow.
-fanout.REDIS_URL = REDIS_URL = "redis://127.0.0.1:6379/9"
-fanout.DATABASE_URL = DATABASE_URL = "postgres://postgres@127.0.0.1:5432/candor_bench_e2e"
-
-ORIGIN = fanout.ORIGIN
-UA = fanout.UA
-SEED = fanout.SEED_PURCHASES  # old purchases per product: every page shows "Ordered 3 times …"
+SEED = SEED_PURCHASES  # old purchases per product: every page shows "Ordered 3 times …"
 KIND = "purchases_in_window"
 RAW_ID_BASE = 100_000  # bench/payload.py: the raw message's id is 100000 + the trigger's number
-FAIL_AFTER_S = 5.0
-INTERVAL_S = 1.0  # CANDOR_UPDATE_INTERVAL_MS (SPEC 5: at most one update per product a second)
-TARGETS_MS = {1000: 150.0, 10_000: 400.0}  # issue 12: end-to-end p99 by viewers
 # The default policy shows "50+" above 50 purchases in the window, after which a purchase no
 # longer changes any page. The bench site's policy is the shipped default with that cap raised,
 # so every purchase of a 60 s run shows (bench/README.md, "End to end").
@@ -74,7 +74,7 @@ PURCHASES_CAP = 1_000_000
 # Client process: holds its share of the sockets and records, per (product, count), when each
 # socket first showed it.
 # ======================================================================================
-class E2EWorker(fanout.ClientWorker):
+class E2EWorker(ClientWorker):
     def __init__(self, writer: asyncio.StreamWriter, index: int) -> None:
         super().__init__(writer)
         self.index = index
@@ -258,7 +258,7 @@ class E2EWorker(fanout.ClientWorker):
 
 async def client_main(port: int, index: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(fanout._line({"op": "hello", "index": index}))
+    writer.write(json_line({"op": "hello", "index": index}))
     await writer.drain()
     await E2EWorker(writer, index).serve(reader)
     os._exit(0)  # the coordinator is done: no polite close of every socket
@@ -267,46 +267,23 @@ async def client_main(port: int, index: int) -> None:
 # ======================================================================================
 # Coordinator
 # ======================================================================================
-class Pool(fanout.ClientPool):
-    """fanout's pool of client processes, running this file's worker."""
+class Pool(ClientPool):
+    """The harness's pool of client processes, running this file's worker."""
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        for index in range(self.count):
-            proc = fanout._spawn([PY, str(SELF), "--_client", str(port), str(index)], cwd=ROOT)
-            self.clients.append(fanout.Client(proc))
-        async with asyncio.timeout(30):
-            await self._ready.wait()
+    def __init__(self, count: int) -> None:
+        super().__init__(count, ("-m", "bench.e2e", "--_client"))
 
 
-class Server(fanout.Server):
-    """fanout's uvicorn server, the same flags, its log named for this scenario."""
+class Server(_Server):
+    """The harness's uvicorn server, the same flags, its log named for this scenario."""
 
     def __init__(self, app: str, env: dict[str, str]) -> None:
-        self.port = fanout._free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-e2e-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        command = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = fanout._spawn(
-            command + fanout.UVICORN_FLAGS, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        super().__init__(app, env, log_prefix="bench-e2e-uvicorn-")
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, all cores (Linux /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    tick = os.sysconf("SC_CLK_TCK")
-    return (sum(values) - idle) / tick, sum(values) / tick
+def redis_clear() -> int:
+    """Delete only `candor:*` keys in the bench's Redis database (db 9)."""
+    return _redis_clear(REDIS_URL)
 
 
 class CpuUse:
@@ -318,16 +295,16 @@ class CpuUse:
         self.clients = [c.proc.pid for c in pool.clients]
         self.start = clock()
         self.before = (
-            [_cpu_s(p) for p in self.servers],
-            [_cpu_s(p) for p in self.clients],
-            _machine_busy_s(),
+            [cpu_s(p) for p in self.servers],
+            [cpu_s(p) for p in self.clients],
+            machine_busy_s(),
         )
 
     def done(self) -> str:
         wall = clock() - self.start
-        servers = sum(_cpu_s(p) for p in self.servers) - sum(self.before[0])
-        clients = sum(_cpu_s(p) for p in self.clients) - sum(self.before[1])
-        busy, total = _machine_busy_s()
+        servers = sum(cpu_s(p) for p in self.servers) - sum(self.before[0])
+        clients = sum(cpu_s(p) for p in self.clients) - sum(self.before[1])
+        busy, total = machine_busy_s()
         machine_busy = busy - self.before[2][0]
         cores = (total - self.before[2][1]) / wall if wall else 0
         rest = machine_busy - servers - clients
@@ -336,35 +313,6 @@ class CpuUse:
             f"{servers / wall:.0%} of a core, {len(self.clients)} client processes {clients / wall:.0%}, "
             f"everything else on the machine {rest / wall:.0%}"
         )
-
-
-class ChangeLog:
-    """Every message on Candor's change channel, timestamped: when a purchase reached fan-out."""
-
-    async def start(self) -> None:
-        import redis.asyncio as aioredis
-
-        self.seen: list[tuple[float, str]] = []
-        self.client = aioredis.Redis.from_url(REDIS_URL)
-        self.pubsub = self.client.pubsub()
-        await self.pubsub.subscribe(fanout.CHANGES_CHANNEL)
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        async for message in self.pubsub.listen():
-            if message["type"] == "message":
-                self.seen.append((clock(), message["data"].decode()))
-
-    def first_after(self, t0: float, data: str) -> float | None:
-        return next((t for t, d in self.seen if t >= t0 and d == data), None)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-            await self.client.aclose()
 
 
 @dataclass
@@ -422,12 +370,6 @@ class Phase:
     def failed(self) -> list[Trigger]:
         ok = {id(t) for t in self.ok}
         return [t for t in self.triggers if id(t) not in ok]
-
-
-def _pct(values: list[float], p: int) -> float:
-    if len(values) < 2:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 def _shares(total: int, parts: int) -> list[int]:
@@ -511,7 +453,7 @@ async def run_raw(pool: Pool, args) -> Phase:
     from websockets.asyncio.client import connect
 
     started = clock()
-    fanout.redis_clear()
+    redis_clear()
     servers = [Server("bench.raw_app:app", dict(os.environ)) for _ in range(args.products)]
     ctrls: list = []
     drains: list[asyncio.Task] = []
@@ -529,7 +471,7 @@ async def run_raw(pool: Pool, args) -> Phase:
         for server in servers:
             ctrl = await connect(server.url("/ctrl"), compression=None, ping_interval=None, proxy=None)
             ctrls.append(ctrl)
-            drains.append(asyncio.get_running_loop().create_task(fanout._drain(ctrl)))
+            drains.append(asyncio.get_running_loop().create_task(socket_drain(ctrl)))
         await pool.ask_all({"op": "reset"}, "reset", 30)
         phase.setup_s = clock() - started
         phase.triggers = [Trigger(k, k % args.products, 0) for k in range(int(args.rate * args.seconds))]
@@ -562,15 +504,6 @@ async def run_raw(pool: Pool, args) -> Phase:
 
 
 # --- Candor ------------------------------------------------------------------------------
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [PY, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
 POLICY_CODE = """
 import json
 from notifications.models import PolicyConfig, SegmentConfig, Site
@@ -582,11 +515,11 @@ print(json.dumps({{p.sku: p.id for p in Product.objects.filter(site=site)}}))
 """
 
 
-def candor_prepare(env: dict[str, str], skus: list[str]) -> tuple[str, str, dict[str, int]]:
-    """fanout's set-up (database, migrations, a site through `candor_site create`), then this
+def e2e_prepare(env: dict[str, str], skus: list[str]) -> tuple[str, str, dict[str, int]]:
+    """The harness's set-up (database, migrations, a site through `candor_site create`), then this
     scenario's products through `candor_site products` and the site's policy: the shipped
     default's settings (PolicyConfig's defaults) with the purchases cap raised."""
-    key, secret = fanout.candor_prepare(env, ROOT)
+    key, secret = candor_prepare(env)
     catalog = [
         {
             "sku": sku,
@@ -597,13 +530,8 @@ def candor_prepare(env: dict[str, str], skus: list[str]) -> tuple[str, str, dict
         }
         for sku in skus
     ]
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(catalog, fh)
-    try:
-        _manage(env, "candor_site", "products", "--key", key, fh.name)
-    finally:
-        os.unlink(fh.name)
-    out = _manage(env, "shell", "-c", POLICY_CODE.format(cap=PURCHASES_CAP, key=key))
+    products_add(env, key, catalog)
+    out = manage(env, "shell", "-c", POLICY_CODE.format(cap=PURCHASES_CAP, key=key))
     ids = json.loads(out.strip().splitlines()[-1])
     return key, secret, {sku: ids[sku] for sku in skus}
 
@@ -624,7 +552,7 @@ async def _post(port: int, request: bytes, trigger: Trigger | None = None) -> st
     if trigger is not None:
         trigger.t0 = clock()  # just before the request is written
     writer.write(request)
-    status = await fanout._http_status(reader, writer)
+    status = await http_status(reader, writer)
     if trigger is not None:
         trigger.answered = clock()
         trigger.status = status
@@ -633,13 +561,10 @@ async def _post(port: int, request: bytes, trigger: Trigger | None = None) -> st
 
 async def run_candor(pool: Pool, args) -> Phase:
     started = clock()
-    fanout.redis_clear()
-    env = fanout.candor_env()
-    for item in args.candor_env:
-        name, _, value = item.partition("=")
-        env[name] = value
+    redis_clear()
+    env = candor_env(REDIS_URL, DATABASE_URL, extra=args.candor_env)
     skus = [f"E2E-{i + 1}" for i in range(args.products)]
-    key, secret, ids = await asyncio.to_thread(candor_prepare, env, skus)
+    key, secret, ids = await asyncio.to_thread(e2e_prepare, env, skus)
     app = "config.asgi:application"
     args.probe_logs = []
     if args.probe:
@@ -657,7 +582,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             args.profiles.append(args.profile if args.servers == 1 else f"{args.profile}.{s}")
             server_env["BENCH_E2E_PROFILE"] = args.profiles[-1]
         servers.append(Server(app, server_env))
-    watcher: ChangeLog | None = None
+    watcher: ChangeWatcher | None = None
     interrupted = False
     phase = Phase("candor")
     try:
@@ -669,7 +594,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             for n in range(SEED):
                 status = await _post(
                     servers[0].port,
-                    fanout._signed_post(key, secret, _purchase(args.run_id, f"s{p}-{n}", sku, age_s=7200)),
+                    signed_post(key, secret, _purchase(args.run_id, f"s{p}-{n}", sku, age_s=7200)),
                 )
                 if " 202 " not in status + " ":
                     phase.notes.append(f"seeding a purchase answered {status!r}")
@@ -700,7 +625,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             return phase
         await asyncio.sleep(INTERVAL_S + 0.5)  # the last set-up round's interval passes
         await pool.ask_all({"op": "reset"}, "reset", 30)
-        watcher = ChangeLog()
+        watcher = ChangeWatcher(REDIS_URL)
         await watcher.start()
         phase.setup_s = clock() - started
         bought: Counter[int] = Counter()
@@ -710,7 +635,7 @@ async def run_candor(pool: Pool, args) -> Phase:
             bought[p] += 1
             phase.triggers.append(Trigger(k, p, SEED + bought[p]))
         requests = [
-            fanout._signed_post(key, secret, _purchase(args.run_id, str(k), skus[t.product]))
+            signed_post(key, secret, _purchase(args.run_id, str(k), skus[t.product]))
             for k, t in enumerate(phase.triggers)
         ]  # signed ahead: the clock starts at the write, as it would in a store's backend
 
@@ -759,274 +684,7 @@ async def run_candor(pool: Pool, args) -> Phase:
                 await pool.ask_all({"op": "close"}, "closed", 120)
         for server in servers:
             await server.stop(keep_log=args.keep_logs or (not phase.triggers and not interrupted))
-        fanout.redis_clear()
-
-
-LEDGER_ORIGIN = "ledger"  # notifications/streaming.py: a change message caused by the ledger
-
-
-# --- the report --------------------------------------------------------------------------
-def _row(label: str, values: list[float], width: int, ceiling: list[float] | None = None) -> str:
-    if not values:
-        return f"{label:<{width}} {'-':>8} {'-':>8} {'-':>8} {0:>6}"
-    p50, p99 = statistics.median(values), _pct(values, 99)
-    line = f"{label:<{width}} {p50:>8.1f} {p99:>8.1f} {max(values):>8.1f} {len(values):>6}"
-    if ceiling:
-        line += f"   {p50 / statistics.median(ceiling):>5.1f}×  {p99 / _pct(ceiling, 99):>5.1f}×"
-    return line
-
-
-def print_report(args, raw: Phase | None, candor: Phase | None) -> None:
-    import uvicorn
-
-    total = int(args.rate * args.seconds)
-    per = args.viewers // args.products
-    print()
-    print(
-        f"End to end at N = {args.viewers:,} viewers on {args.products} products (~{per:,} each), "
-        f"{args.rate:g} purchases/s for {args.seconds:g} s ({total} purchases, each product one every "
-        f"{args.products / args.rate:.2f} s); {args.servers} Candor server process(es) (uvicorn "
-        f"{uvicorn.__version__}), {args.clients} client processes, {os.cpu_count()} CPUs; load average "
-        f"{args.load_before} before, {os.getloadavg()[0]:.2f} after. Times in ms."
-    )
-    width = 62
-    header = f"{'':<{width}} {'p50':>8} {'p99':>8} {'max':>8} {'count':>6}   {'x p50':>6}  {'x p99':>6}"
-    print(header)
-    print("-" * len(header))
-    ceiling = raw.latencies() if raw else []
-    if raw:
-        print(_row("raw ASGI broadcast (ceiling): trigger -> last viewer", ceiling, width))
-        print(_row("  trigger -> first viewer", raw.latencies("first"), width))
-    if candor:
-        print(
-            _row(
-                "Candor: signed purchase POST -> last viewer shows it",
-                candor.latencies(),
-                width,
-                ceiling or None,
-            )
-        )
-        print(_row("  POST -> first viewer", candor.latencies("first"), width))
-        print(_row("  POST -> 202 answered", candor.latencies("answered"), width))
-        print(_row("  POST -> PUBLISH on candor:v1:changes (ingest)", candor.latencies("published"), width))
-        print(
-            _row(
-                "  PUBLISH -> last viewer (hold + round + sends)",
-                candor.latencies("last", "published"),
-                width,
-                ceiling or None,
-            )
-        )
-        holds = coalescing_holds(candor)
-        print(_row("  coalescing hold, replayed (see below)", holds, width))
-        rest = [
-            (t.last - t.published - t.hold) * 1000
-            for t in candor.ok
-            if t.published is not None and t.hold is not None
-        ]
-        print(_row("  PUBLISH -> last viewer, less the hold", rest, width, ceiling or None))
-    print()
-    for phase in filter(None, (raw, candor)):
-        failed = phase.failed
-        print(
-            f"{phase.name:<7} {len(phase.ok)}/{len(phase.triggers)} reached all their product's viewers "
-            f"within {FAIL_AFTER_S:g} s; failed: {len(failed)}; viewers per product "
-            f"{dict(sorted(phase.viewers.items()))}; "
-            f"set-up {phase.setup_s:.1f} s"
-        )
-        for t in failed[:5]:
-            late = f"{(t.last - t.t0) * 1000:.0f} ms" if t.last else "never"
-            print(
-                f"          e.g. #{t.k} product {t.product}: {t.reached}/{phase.viewers.get(t.product, 0)} "
-                f"viewers, last {late}"
-            )
-        if phase.name == "candor":
-            print(f"          messages the viewers got during the run: {dict(phase.kinds.most_common())}")
-            if phase.odd:
-                print(f"          unexpected: {dict(phase.odd)}")
-            slow = sorted(phase.latencies())[-3:]
-            print(f"          slowest three: {[round(v) for v in slow]}")
-        if phase.cpu:
-            print(f"          {phase.cpu}")
-        for note in phase.notes:
-            print(f"          {note}")
-    if candor:
-        holds = coalescing_holds(candor)
-        held = sum(1 for h in holds if h > 0)
-        together = sum(
-            1
-            for a, b in zip(candor.triggers, candor.triggers[args.products :], strict=False)
-            if a.first is not None and a.first == b.first
-        )
-        gap_ms = args.products / args.rate * 1000
-        interval_ms = INTERVAL_S * 1000
-        gap, interval, slack = f"{gap_ms:.0f}", f"{interval_ms:.0f}", f"{gap_ms - interval_ms:.0f}"
-        if gap_ms >= 1.3 * interval_ms:
-            why = (
-                f"Here each product gets a purchase every {gap} ms, well outside the interval: a "
-                f"purchase waits only when the previous round on its product began less than {interval} "
-                f"ms before it arrived, that is after a delay of more than {slack} ms (a slow ingest or "
-                "round), or when a refresh round is running on that product as it arrives (every "
-                "CANDOR_PRESENCE_TTL_S / 3 = 10 s for a product showing a ledger claim; such a round "
-                "holds what arrives while it runs, even when it sends nothing)."
-            )
-        elif gap_ms >= interval_ms:
-            why = (
-                f"Here each product gets a purchase every {gap} ms, at the edge of the interval: once "
-                "one purchase is held or delayed by d ms (a slow ingest, a refresh round), the rounds stay "
-                f"{interval} ms apart and every later purchase of that product waits about d ms too. "
-                "The hold locks onto the worst delay so far: the figures then measure that, not a typical "
-                "purchase (use more products)."
-            )
-        else:
-            why = (
-                f"Here each product gets a purchase every {gap} ms, less than the interval: most "
-                "purchases wait, and several share one update."
-            )
-        over_10 = sum(1 for h in holds if h > 10)
-        text = (
-            "Coalescing (SPEC 5): updates per product are coalesced on the leading edge, at most one "
-            f"every {interval} ms. A change arriving d ms after the product's previous round began "
-            f"waits {interval} - d ms (so up to {interval} ms); one arriving later goes at once. {why} "
-            "The waits are in every figure above, not subtracted, except in the last row. Replayed from "
-            f"the PUBLISH times (refresh rounds unseen): a hold for {held}/{len(holds)} purchases, over "
-            f"10 ms for {over_10}; {together} purchases were shown by the same message as their "
-            "product's next one."
-        )
-        print("\n" + textwrap.fill(text, width=110))
-
-
-def coalescing_holds(phase: Phase) -> list[float]:
-    """The hub's leading-edge coalescing, replayed on the PUBLISH times (the hub hears the change
-    when this process's subscriber does): a change arriving at a while a round is scheduled for
-    S >= a joins it; otherwise its round starts at max(a, previous round's start + interval).
-    The hold is start - a. Rounds the bench cannot see (the 10 s refresh) are not replayed."""
-    scheduled: dict[int, float] = {}
-    holds = []
-    for t in phase.triggers:
-        if t.published is None:
-            continue
-        a = t.published
-        previous = scheduled.get(t.product)
-        if previous is not None and a <= previous:
-            start = previous
-        else:
-            start = a if previous is None else max(a, previous + INTERVAL_S)
-        scheduled[t.product] = start
-        t.hold = start - a
-        holds.append(t.hold * 1000)
-    return holds
-
-
-def probe_report(args, phase: Phase) -> None:
-    """Each purchase's actual coalescing hold, from the hub's own log (bench/e2e_probe.py): the
-    change's arrival at the hub, the round that sent it, and the round before it on that product
-    (the one whose interval held it back)."""
-    per_server = []
-    for path in args.probe_logs:
-        with contextlib.suppress(OSError):
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-            per_server.append([json.loads(line) for line in lines if line.strip()])
-            if args.keep_logs:
-                print(f"  probe log kept: {path}")
-            else:
-                os.unlink(path)
-    holds, rounds_ms, causes = [], [], Counter()
-    start, end = min(t.t0 for t in phase.triggers), max(t.last or t.t0 for t in phase.triggers)
-    collections = [
-        e for events in per_server for e in events if e["ev"] == "gc" and start <= e["start"] <= end
-    ]
-    in_round = 0
-    for events in per_server:
-        changes: dict[int, list] = {}
-        rounds: dict[int, list] = {}
-        for e in events:
-            if e["ev"] in ("change", "round"):
-                (changes if e["ev"] == "change" else rounds).setdefault(e["p"], []).append(e)
-        for t in phase.triggers:
-            pid = phase.product_ids[t.product]
-            if t.published is None:
-                continue
-            # The hub hears the PUBLISH when the bench's subscriber does, give or take a little.
-            near = [
-                c for c in changes.get(pid, ()) if c["cause"] == "change" and abs(c["t"] - t.published) < 0.05
-            ]
-            if not near:
-                continue
-            change = min(near, key=lambda c: abs(c["t"] - t.published))
-            sent = next((r for r in rounds.get(pid, ()) if r["sent"] and r["start"] >= change["t"]), None)
-            if sent is None:
-                continue
-            hold = sent["start"] - change["t"]
-            in_round += any(sent["start"] <= g["start"] <= sent["end"] and g["gen"] == 2 for g in collections)
-            holds.append(hold * 1000)
-            rounds_ms.append((sent["end"] - sent["start"]) * 1000)
-            if hold > 0.010:
-                before = [r for r in rounds.get(pid, ()) if r["start"] < change["t"]]
-                if not before:
-                    causes["no earlier round"] += 1
-                    continue
-                blocker = before[-1]
-                running = blocker["end"] > change["t"]
-                what = "a purchase's round" if blocker["cause"] == "change" else "a refresh (tick) round"
-                what += ", still running" if running else ", finished"
-                what += "" if blocker["sent"] else ", that sent nothing"
-                causes[what] += 1
-    if not holds:
-        print("\nprobe: nothing matched in the hub's log")
-        return
-    width = 62
-    print(f"\nprobe (the hub's own log, bench/e2e_probe.py), over {len(holds)} purchase/server pairs:")
-    print(_row("  actual coalescing hold (change heard -> its round began)", holds, width))
-    print(_row("  the round that sent it (start -> last send returned)", rounds_ms, width))
-    print(f"  holds over 10 ms, by the round that held them: {dict(causes.most_common())}")
-    for gen in (1, 2):
-        times = [(g["end"] - g["start"]) * 1000 for g in collections if g["gen"] == gen]
-        if times:
-            print(
-                f"  generation-{gen} collections{' over 2 ms' if gen == 1 else ''} while purchases were "
-                f"posted: {len(times)}, "
-                f"{sum(times):.0f} ms in all, the longest {max(times):.0f} ms"
-            )
-    print(f"  purchases whose round a full (generation-2) collection interrupted: {in_round}")
-
-
-def verdicts(args, raw: Phase | None, candor: Phase | None) -> None:
-    if not candor or not candor.latencies():
-        return
-    lat = candor.latencies()
-    p99 = _pct(lat, 99)
-    ceiling = raw.latencies() if raw else []
-    ratio = p99 / _pct(ceiling, 99) if ceiling else None
-    failed = len(candor.failed)
-    detail = f"p99 {p99:.1f} ms (p50 {statistics.median(lat):.1f}, max {max(lat):.1f}, {failed} failed)"
-    if ratio:
-        detail += f", {ratio:.1f}× the raw ceiling's p99 {_pct(ceiling, 99):.1f} ms"
-    target = TARGETS_MS.get(args.viewers)
-    if args.quick:
-        print(f"\nTarget, end-to-end p99 (targets not enforced: --quick): {detail}")
-        passed = None
-    elif target is None:
-        print(
-            f"\nTarget, end-to-end p99: none at {args.viewers:,} viewers (issue 12 sets 1,000 and 10,000): "
-            f"{detail}"
-        )
-        passed = None
-    else:
-        passed = p99 <= target and failed == 0
-        print(
-            f"\nTarget, end-to-end p99 at {args.viewers:,} viewers ≤ {target:.0f} ms: "
-            f"{'PASS' if passed else 'FAIL'} at {detail}"
-        )
-    result_print(
-        scenario=f"end to end {args.viewers:,} viewers",
-        figure=f"{p99:.1f} ms p99 purchase to last viewer "
-        f"({statistics.median(lat):.1f} p50, {failed} failed)",
-        ceiling=f"{_pct(ceiling, 99):.1f} ms p99 raw ASGI broadcast" if ceiling else "-",
-        ratio=ratio,
-        target=f"≤ {target:.0f} ms p99" if target else "-",
-        passed=passed,
-    )
+        redis_clear()
 
 
 async def coordinator(args) -> int:
@@ -1129,10 +787,9 @@ def main() -> int:
         print("\ninterrupted; stopping servers and clients", file=sys.stderr)
         return 130
     finally:
-        for proc in fanout._children:
-            fanout._stop_child(proc)
+        stop_all()
         with contextlib.suppress(Exception):
-            fanout.redis_clear()
+            redis_clear()
 
 
 if __name__ == "__main__":

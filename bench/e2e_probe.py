@@ -1,4 +1,4 @@
-"""Candor's ASGI application with the hub's coalescing logged, for `bench/e2e.py --probe`.
+"""Candor's ASGI application with the hub's coalescing logged, for `python -m bench.e2e --probe`.
 
 The project's code runs unchanged, wrapped from outside. One JSON line per event in
 `$BENCH_E2E_PROBE_LOG`, times on CLOCK_MONOTONIC (`time.monotonic()`, the clock bench/e2e.py

@@ -1,6 +1,6 @@
 """Candor's ASGI application, profiled by pyinstrument only while bench/e2e.py says so.
 
-`bench/e2e.py --profile FILE` serves this module: SIGUSR1 starts the profiler (sent just before
+`python -m bench.e2e --profile FILE` serves this module: SIGUSR1 starts the profiler (sent just before
 the first purchase), SIGUSR2 stops it and writes a text report to `$BENCH_E2E_PROFILE` (sent after
 the last purchase was shown), and `FILE.brief.txt` with library frames folded. Only the event
 loop's thread is sampled (the hub's database calls and Django's views run in threads beside it);

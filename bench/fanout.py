@@ -1,6 +1,6 @@
 """Fan-out of one update to N websockets, several designs measured in one run.
 
-    .venv/bin/python bench/fanout.py [--sockets 3000] [--rounds 6]
+    python -m bench.fanout [--sockets 3000] [--rounds 6]
 
 Designs, each served by its own uvicorn process (same flags) while the same client processes
 hold the N sockets:
@@ -26,47 +26,30 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import json
-import math
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SELF = Path(__file__).resolve()
-ROOT = SELF.parent.parent
-sys.path.insert(0, str(SELF.parent))
-from result import result_print  # noqa: E402
+from bench.harness import ROOT
+from bench.harness.candor import ORIGIN, SEED_PURCHASES, SKU, UA, candor_prepare, database_url
+from bench.harness.clients import ClientPool, client_main, http_status, signed_post
+from bench.harness.clients import drain as socket_drain
+from bench.harness.processes import clock, stop_all
+from bench.harness.product import CHANGES_CHANNEL, MIN_COUNT, UPDATE_INTERVAL_MS, VIEWING_CAP
+from bench.harness.redis import ChangeWatcher, redis_url
+from bench.harness.redis import redis_clear as _redis_clear
+from bench.harness.servers import Server, candor_env, raw_env
+from bench.result import result_print
 
-PY = sys.executable
-
-REDIS_URL = "redis://127.0.0.1:6379/12"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/candor_bench"
-ORIGIN = "http://bench.test"
-SKU = "BENCH-FANOUT"
-UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
-UVICORN_FLAGS = ["--no-proxy-headers", "--ws-max-size", "65536", "--log-level", "warning", "--no-access-log"]
-# Candor's defaults (config/settings.py, notifications/policy/decision.py): below the minimum
-# nothing is shown; above the cap the text is "20+" and stops changing.
-CANDOR_MIN_COUNT = 3
-CANDOR_CAP = 20
-CHANGES_CHANNEL = "candor:v1:changes"
-# Verified purchases made before the sockets connect, so every page shows a count to update.
-SEED_PURCHASES = 3
+REDIS_URL = redis_url(12)
+DATABASE_URL = database_url("candor_bench")
 
 DESIGNS = {
     "raw": "raw ASGI app, in-process send loop (ceiling)",
@@ -76,407 +59,13 @@ DESIGNS = {
 }
 
 
-def clock() -> float:
-    # CLOCK_MONOTONIC is one system-wide clock on Linux: receipt times taken in the client
-    # processes and the trigger time taken here compare directly, immune to wall-clock steps.
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def _line(message: dict) -> bytes:
-    return (json.dumps(message) + "\n").encode()
-
-
-# ======================================================================================
-# Client process: holds its share of the sockets and reports receipt times.
-# ======================================================================================
-class ClientWorker:
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.sockets: list = []
-        self.readers: list[asyncio.Task] = []
-        # What each socket shows, as the widget would: kind -> displayed value, and id -> kind.
-        self.shown: list[dict[str, str]] = []
-        self.ids: list[dict[int, str]] = []
-        self.seen: list[int] = []
-        self.closed = 0
-        self._reset_round(-1)
-
-    def _reset_round(self, round_no: int) -> None:
-        self.armed = round_no
-        self.got = 0
-        self.first = math.inf
-        self.last = 0.0
-        self.kinds: Counter[str] = Counter()
-        self.done_sent = round_no < 0
-
-    def emit(self, message: dict) -> None:
-        self.writer.write(_line(message))
-
-    def _report(self, complete: bool) -> None:
-        self.done_sent = True
-        self.emit(
-            {
-                "op": "done",
-                "round": self.armed,
-                "complete": complete,
-                "got": self.got,
-                "expected": len(self.sockets),
-                "first": self.first if self.got else None,
-                "last": self.last if self.got else None,
-                "kinds": self.kinds,
-                "closed": self.closed,
-            }
-        )
-
-    async def _read(self, j: int, ws) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async for raw in ws:
-                t = clock()
-                message = json.loads(raw)
-                claim = message.get("claim") or {}
-                kind = self._track(j, message, claim)
-                if self.armed >= 0 and self.seen[j] != self.armed:
-                    self.seen[j] = self.armed
-                    self.got += 1
-                    self.first = min(self.first, t)
-                    self.last = max(self.last, t)
-                    self.kinds[f"{message.get('type')} {kind} {claim.get('displayed', '')}".strip()] += 1
-                    if self.got == len(self.sockets) and not self.done_sent:
-                        self._report(complete=True)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed += 1
-
-    def _track(self, j: int, message: dict, claim: dict) -> str:
-        kind = claim.get("metric") or self.ids[j].get(message.get("id"), "?")
-        if message.get("type") == "withdraw":
-            self.ids[j].pop(message.get("id"), None)
-            self.shown[j].pop(kind, None)
-        else:
-            self.ids[j] = {i: k for i, k in self.ids[j].items() if k != kind}
-            self.ids[j][message.get("id")] = kind
-            self.shown[j][kind] = str(claim.get("displayed"))
-        return kind
-
-    async def connect(self, cmd: dict) -> None:
-        from websockets.asyncio.client import connect
-
-        gate = asyncio.Semaphore(cmd["concurrency"])
-        headers = {"Origin": ORIGIN}
-        errors: Counter[str] = Counter()
-
-        async def one(i: int):
-            modulus = cmd["visitors"]
-            user_agent = f"{UA} bench/{i % modulus if modulus else i}"
-            async with gate:
-                for attempt in range(4):
-                    try:
-                        ws = await connect(
-                            cmd["url"],
-                            additional_headers=headers,
-                            user_agent_header=user_agent,
-                            compression="deflate" if cmd["deflate"] else None,
-                            ping_interval=None,
-                            open_timeout=60,
-                            proxy=None,
-                        )
-                    except Exception as exc:  # counted and reported, then retried
-                        errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                        continue
-                    if cmd["hello"]:
-                        await ws.send(cmd["hello"])
-                    return ws
-            return None
-
-        results = await asyncio.gather(*(one(cmd["first"] + j) for j in range(cmd["count"])))
-        for ws in results:
-            if ws is None:
-                continue
-            j = len(self.sockets)
-            self.sockets.append(ws)
-            self.shown.append({})
-            self.ids.append({})
-            self.seen.append(-1)
-            self.readers.append(asyncio.get_running_loop().create_task(self._read(j, ws)))
-        self.emit({"op": "connected", "ok": len(self.sockets), "errors": errors.most_common(3)})
-
-    async def settle(self, cmd: dict) -> None:
-        deadline = clock() + cmd["timeout"]
-        kind, displayed = cmd["kind"], cmd["displayed"]
-        while clock() < deadline:
-            if all(shown.get(kind) == displayed for shown in self.shown):
-                break
-            await asyncio.sleep(0.05)
-        self.emit({"op": "settled", "values": Counter(str(shown.get(kind)) for shown in self.shown)})
-
-    async def close(self) -> None:
-        sockets, self.sockets = self.sockets, []
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        for task in self.readers:
-            task.cancel()
-        await asyncio.gather(*self.readers, return_exceptions=True)
-        self.readers, self.shown, self.ids, self.seen, self.closed = [], [], [], [], 0
-        self._reset_round(-1)
-        self.emit({"op": "closed"})
-
-    async def serve(self, reader: asyncio.StreamReader) -> None:
-        while line := await reader.readline():
-            cmd = json.loads(line)
-            op = cmd["op"]
-            if op == "connect":
-                await self.connect(cmd)
-            elif op == "settle":
-                await self.settle(cmd)
-            elif op == "arm":
-                self._reset_round(cmd["round"])
-                self.emit({"op": "armed", "round": cmd["round"]})
-            elif op == "report":
-                if not self.done_sent:
-                    self._report(complete=False)
-            elif op == "close":
-                await self.close()
-            elif op == "exit":
-                break
-            await self.writer.drain()
-
-
-async def client_main(port: int, index: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_line({"op": "hello", "index": index}))
-    await writer.drain()
-    await ClientWorker(writer).serve(reader)
-    # The coordinator is gone or done: leave without a polite close of every socket.
-    os._exit(0)
-
-
-# ======================================================================================
-# Coordinator
-# ======================================================================================
-_children: list[subprocess.Popen] = []
-
-
-def _stop_child(proc: subprocess.Popen) -> None:
-    """Stop one child we started (it leads its own process group; nothing else is touched)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def _spawn(args: list[str], **kwargs) -> subprocess.Popen:
-    # Own session: a terminal's Ctrl-C reaches only the coordinator, which stops each child.
-    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
-    _children.append(proc)
-    return proc
-
-
-class Client:
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.writer: asyncio.StreamWriter | None = None
-        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
-
-    async def send(self, message: dict) -> None:
-        assert self.writer is not None
-        self.writer.write(_line(message))
-        await self.writer.drain()
-
-    async def expect(self, op: str, within_s: float, round_no: int | None = None) -> dict:
-        async with asyncio.timeout(within_s):
-            while True:
-                message = await self.inbox.get()
-                if message["op"] == "eof":
-                    raise RuntimeError(f"client process {self.proc.pid} exited")
-                if message["op"] == op and (round_no is None or message.get("round") == round_no):
-                    return message
-
-
-class ClientPool:
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.clients: list[Client] = []
-        self._ready = asyncio.Event()
-        self._hellos = 0
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = json.loads(await reader.readline())
-        client = self.clients[hello["index"]]
-        client.writer = writer
-        self._hellos += 1
-        if self._hellos == self.count:
-            self._ready.set()
-        with contextlib.suppress(ConnectionError):
-            while line := await reader.readline():
-                client.inbox.put_nowait(json.loads(line))
-        client.inbox.put_nowait({"op": "eof"})
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        for index in range(self.count):
-            proc = _spawn([PY, str(SELF), "--_client", str(port), str(index)], cwd=ROOT)
-            self.clients.append(Client(proc))
-        async with asyncio.timeout(30):
-            await self._ready.wait()
-
-    async def ask(self, messages: list[dict], op: str, within_s: float) -> list[dict]:
-        for client, message in zip(self.clients, messages, strict=True):
-            await client.send(message)
-        return list(await asyncio.gather(*(c.expect(op, within_s) for c in self.clients)))
-
-    async def ask_all(self, message: dict, op: str, within_s: float) -> list[dict]:
-        return await self.ask([message] * self.count, op, within_s)
-
-    async def collect(self, round_no: int, within_s: float) -> list[dict]:
-        async def one(client: Client) -> dict:
-            try:
-                return await client.expect("done", within_s, round_no)
-            except TimeoutError:
-                await client.send({"op": "report"})
-                return await client.expect("done", 10, round_no)
-
-        return list(await asyncio.gather(*(one(c) for c in self.clients)))
-
-    async def stop(self) -> None:
-        for client in self.clients:
-            with contextlib.suppress(Exception):
-                await client.send({"op": "exit"})
-        for client in self.clients:
-            await asyncio.to_thread(_stop_child, client.proc)
-        self.server.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app: str, env: dict[str, str], cwd: Path = ROOT) -> None:
-        self.port = _free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = _spawn(
-            [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS],
-            cwd=cwd,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def log_tail(self, lines: int = 15) -> str:
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
-
-    async def ready(self) -> None:
-        deadline = clock() + 60
-        while clock() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.1)
-                continue
-            writer.close()
-            return
-        raise RuntimeError(f"server did not listen within 60 s:\n{self.log_tail()}")
-
-    async def stop(self, *, keep_log: bool = False) -> None:
-        await asyncio.to_thread(_stop_child, self.proc)
-        self.log.close()
-        if keep_log:
-            print(f"  server log kept: {self.log.name}", flush=True)
-        else:
-            os.unlink(self.log.name)
-
-
 def redis_clear() -> int:
     """Delete only `candor:*` keys in the bench's Redis database (db 12)."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter("candor:*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.unlink(*keys[start : start + 500])
-        return len(keys)
-    finally:
-        client.close()
-
-
-def candor_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CANDOR_"))}
-    env.update(
-        REDIS_URL=REDIS_URL,
-        DATABASE_URL=DATABASE_URL,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_SECRET_KEY="bench-not-a-secret-" + "x" * 40,
-        DJANGO_SECURE_SSL_REDIRECT="0",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_LOG_LEVEL="WARNING",
-        CANDOR_UPDATE_INTERVAL_MS="1000",
-        # The load clients hold thousands of sockets from a handful of loopback addresses: SPEC 7's
-        # per-address limits would (rightly) refuse them. The per-address grouping still runs on
-        # every presence read; only the numbers are raised so the benchmark measures fan-out.
-        CANDOR_SOCKETS_PER_ADDRESS="1000000",
-        CANDOR_VISITORS_PER_ADDRESS="1000000",
-    )
-    return env
-
-
-def candor_prepare(env: dict[str, str], root: Path) -> tuple[str, str]:
-    """Database, migrations, a site and one product through the operator CLI: (key, secret)."""
-    import psycopg
-    import psycopg.sql
-
-    name = env["DATABASE_URL"].rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-
-    def manage(*args: str) -> str:
-        done = subprocess.run(
-            [PY, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, check=False
-        )
-        if done.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
-
-    manage("migrate", "--noinput", "-v", "0")
-    site = json.loads(manage("candor_site", "create", "--name", "Bench", "--origin", ORIGIN).strip())
-    catalog = [
-        {
-            "sku": SKU,
-            "name": "Bench product",
-            "url": f"{ORIGIN}/product/{SKU}/",
-            "category": "Bench",
-            "category_kind": "other",
-        }
-    ]
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(catalog, fh)
-    try:
-        manage("candor_site", "products", "--key", site["key"], fh.name)
-    finally:
-        os.unlink(fh.name)
-    return site["key"], site["secret"]
+    return _redis_clear(REDIS_URL)
 
 
 def _shown(true_value: int) -> str:
-    return f"{CANDOR_CAP}+" if true_value > CANDOR_CAP else str(true_value)
+    return f"{VIEWING_CAP}+" if true_value > VIEWING_CAP else str(true_value)
 
 
 @dataclass
@@ -488,59 +77,6 @@ class Result:
     rounds: int = 0
     setup_s: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-async def _drain(ws) -> None:
-    with contextlib.suppress(Exception):
-        async for _ in ws:
-            pass
-
-
-class ChangeWatcher:
-    """Timestamps each message on Candor's change channel: when the update reached fan-out."""
-
-    async def start(self) -> None:
-        import redis.asyncio as aioredis
-
-        self.times: list[float] = []
-        self.client = aioredis.Redis.from_url(REDIS_URL)
-        self.pubsub = self.client.pubsub()
-        await self.pubsub.subscribe(CHANGES_CHANNEL)
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        async for message in self.pubsub.listen():
-            if message["type"] == "message":
-                self.times.append(clock())
-
-    def first_after(self, t0: float) -> float | None:
-        return next((t for t in self.times if t >= t0), None)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(BaseException):
-            await self.task
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-            await self.client.aclose()
-
-
-def _signed_post(key: str, secret: str, payload: dict) -> bytes:
-    """`POST /api/v1/server/events` as a store's backend sends it (SPEC 5, Candor-Signature)."""
-    body = json.dumps({"key": key, **payload}, separators=(",", ":")).encode()
-    t = int(time.time())
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    head = (
-        "POST /api/v1/server/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nCandor-Signature: t={t},v1={digest}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def _http_status(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
-    response = await reader.read()
-    writer.close()
-    return response.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
 def _order(run_id: str, n: int, *, refund: bool = False, age_s: int = 0) -> dict:
@@ -572,15 +108,12 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
         server = Server("bench.raw_app:app", dict(os.environ))
         listen_path = "/ws"
     elif design in ("pubsub", "core"):
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env = raw_env()
         env.update(BENCH_LAYER=design, BENCH_REDIS_URL=REDIS_URL)
         server = Server("bench.group_app:application", env)
         listen_path = "/ws"
     else:
-        env = candor_env()
-        for item in args.candor_env:
-            name, _, value = item.partition("=")
-            env[name] = value
+        env = candor_env(REDIS_URL, DATABASE_URL, extra=args.candor_env)
         root = args.candor_root
         if root != ROOT:  # another checkout's code; bench/ modules (the probe) still from here
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
@@ -604,10 +137,10 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
             # Verified purchases two hours old: a count every page shows ("3 … in the last 24
             # hours"), no "bought N minutes ago" yet.
             for n in range(SEED_PURCHASES):
-                request = _signed_post(key, secret, _order(run_id, 1000 + n, age_s=7200))
+                request = signed_post(key, secret, _order(run_id, 1000 + n, age_s=7200))
                 reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
                 writer.write(request)
-                status = await _http_status(reader, writer)
+                status = await http_status(reader, writer)
                 if " 202 " not in status + " ":
                     result.notes.append(f"seeding a purchase answered {status!r}")
                     return result
@@ -660,7 +193,7 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
                 )
                 return result
             await asyncio.sleep(1.5)
-            watcher = ChangeWatcher()
+            watcher = ChangeWatcher(REDIS_URL)
             await watcher.start()
         if not by_purchase:
             ctrl_path, ctrl_headers, ctrl_ua = "/ctrl", {}, UA
@@ -674,10 +207,10 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
                 ping_interval=None,
                 proxy=None,
             )
-            drain = asyncio.get_running_loop().create_task(_drain(ctrl))
+            drain = asyncio.get_running_loop().create_task(socket_drain(ctrl))
         result.setup_s = clock() - started
 
-        interval_s = 1.0  # CANDOR_UPDATE_INTERVAL_MS: leading-edge coalescing per product
+        interval_s = UPDATE_INTERVAL_MS / 1000  # leading-edge coalescing per product
         next_at = clock()
         for round_no in range(args.warmup + args.rounds):
             await asyncio.sleep(max(0.0, next_at - clock()))
@@ -685,11 +218,11 @@ async def run_design(design: str, args: argparse.Namespace, pool: ClientPool) ->
             answer = None
             if by_purchase:
                 # A verified purchase lands (the count goes up), then its refund (down again).
-                request = _signed_post(key, secret, _order(run_id, round_no // 2, refund=round_no % 2 == 1))
+                request = signed_post(key, secret, _order(run_id, round_no // 2, refund=round_no % 2 == 1))
                 reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
                 t0 = clock()
                 writer.write(request)
-                answer = asyncio.get_running_loop().create_task(_http_status(reader, writer))
+                answer = asyncio.get_running_loop().create_task(http_status(reader, writer))
             elif candor:
                 # The extra visitor's page turns visible (the count goes up), then hidden.
                 trigger = json.dumps({"type": "page", "product": SKU, "visible": round_no % 2 == 0})
@@ -874,11 +407,11 @@ async def coordinator(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown design(s) {unknown}; choose from {list(DESIGNS)}")
     if "candor" in designs and args.candor_trigger == "viewer":
-        if not CANDOR_MIN_COUNT + 1 <= args.visitors <= CANDOR_CAP + 1:
+        if not MIN_COUNT + 1 <= args.visitors <= VIEWING_CAP + 1:
             raise SystemExit(
-                f"--visitors must be {CANDOR_MIN_COUNT + 1}..{CANDOR_CAP + 1}: listeners must see at least "
-                f"the minimum count, and one more visitor must change the text (above {CANDOR_CAP} it "
-                f'stays "{CANDOR_CAP}+" and, correctly, nothing is sent). See bench/README.md.'
+                f"--visitors must be {MIN_COUNT + 1}..{VIEWING_CAP + 1}: listeners must see at least "
+                f"the minimum count, and one more visitor must change the text (above {VIEWING_CAP} it "
+                f'stays "{VIEWING_CAP}+" and, correctly, nothing is sent). See bench/README.md.'
             )
         if args.sockets < args.visitors:
             raise SystemExit("--sockets must be at least --visitors")
@@ -982,8 +515,7 @@ def main() -> int:
         print("\ninterrupted; stopping servers and clients", file=sys.stderr)
         return 130
     finally:
-        for proc in _children:
-            _stop_child(proc)
+        stop_all()
         with contextlib.suppress(Exception):
             redis_clear()
 

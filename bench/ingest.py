@@ -1,8 +1,8 @@
 """Ingestion: accepted browser events and signed purchases per second, each beside its ceiling,
 with the same load client and concurrency, in one run.
 
-    .venv/bin/python bench/ingest.py [--seconds 20] [--concurrency 32] [--clients 2] [--quick]
-    .venv/bin/python bench/ingest.py --profile      # pyinstrument profile of the browser path
+    python -m bench.ingest [--seconds 20] [--concurrency 32] [--clients 2] [--quick]
+    python -m bench.ingest --profile      # pyinstrument profile of the browser path
 
 Four measurements, one after the other, each against a fresh server (or none) while the same
 load client (--clients processes holding --concurrency keep-alive connections in all, one
@@ -28,12 +28,9 @@ window. Everything this starts is stopped at the end, on Ctrl-C and on SIGTERM.
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
-import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,29 +41,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SELF = Path(__file__).resolve()
-ROOT = SELF.parent.parent
-sys.path.insert(0, str(SELF.parent))
-from result import result_print  # noqa: E402
+from bench.harness import ROOT
+from bench.harness.candor import ORIGIN, UA, database_prepare, database_url, products_add, sign, site_create
+from bench.harness.processes import PY, LineReader, clock, cpu_s, service_cpu_s, spawn, stop_all, stop_child
+from bench.harness.redis import redis_clear as _redis_clear
+from bench.harness.redis import redis_url
+from bench.harness.servers import INGEST_SETTINGS, HttpServer, raw_env
+from bench.harness.servers import candor_env as _candor_env
+from bench.result import result_print
 
-PY = sys.executable
-
-REDIS_URL = "redis://127.0.0.1:6379/10"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/candor_bench_ingest"
+REDIS_URL = redis_url(10)
+DATABASE_URL = database_url("candor_bench_ingest")
 RAW_TABLE = "bench_raw_purchase"
-ORIGIN = "http://bench.test"
-UA = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/131.0.0.0 Safari/537.36"
-)
-# The same flags for both servers; httptools named so that neither falls back to h11.
-UVICORN_FLAGS = ["--no-proxy-headers", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
 PRODUCTS = 256  # SKUs BENCH-000 … BENCH-255
 VIEWS_PER_VISITOR = 4  # each visitor views 4 consecutive products: no (visitor, product) repeats
-# Far above anything reachable here: the bench measures the path, not the limiter's refusals.
-RATE_UNLIMITED = "100000000/m"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 CEILINGS = {"browser": "raw", "purchase": "pg"}
 MEASUREMENTS = {
@@ -75,12 +63,6 @@ MEASUREMENTS = {
     "pg": "raw psycopg: INSERT + COMMIT a row (ceiling)",
     "purchase": "Candor POST /api/v1/server/events, signed purchase",
 }
-
-
-def clock() -> float:
-    # CLOCK_MONOTONIC is one clock for every process on Linux: the window the coordinator sets
-    # means the same instants in every client process.
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
 def sku(n: int) -> str:
@@ -168,7 +150,7 @@ class Requests:
             f'{{"key":"{self.key}","type":"purchase","event_id":"{order}","order_id":"{order}",'
             f'"occurred_at":"{self._occurred}","items":[{{"product":"{sku(n)}","quantity":1}}]}}'
         ).encode()
-        digest = hmac.new(self.secret, self._t.encode() + b"." + body, hashlib.sha256).hexdigest()
+        digest = sign(self.secret, self._t, body)
         head = f"{self.head}Content-Length: {len(body)}\r\nCandor-Signature: t={self._t},v1={digest}\r\n\r\n"
         return head.encode() + body
 
@@ -326,135 +308,6 @@ def client_main() -> int:
 # ======================================================================================
 # Coordinator
 # ======================================================================================
-_children: list[subprocess.Popen] = []
-
-
-def _spawn(args: list[str], **kwargs) -> subprocess.Popen:
-    # Own session: a terminal's Ctrl-C reaches only the coordinator, which stops each child.
-    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
-    _children.append(proc)
-    return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop one child we started (it leads its own process group; nothing else is touched)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    for stream in (proc.stdin, proc.stdout):
-        if stream:
-            with contextlib.suppress(OSError):
-                stream.close()
-
-
-class LineReader:
-    """Whole lines from a child's stdout, with a timeout."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc, self.buffer = proc, b""
-
-    def read(self, timeout_s: float) -> dict:
-        import select
-
-        deadline = clock() + timeout_s
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buffer:
-            left = deadline - clock()
-            if left <= 0:
-                raise TimeoutError(f"client {self.proc.pid} said nothing within {timeout_s:g} s")
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    raise RuntimeError(f"client {self.proc.pid} exited ({self.proc.wait()})")
-                self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app: str, env: dict[str, str]) -> None:
-        self.port = _free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-ingest-uvicorn-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = _spawn(
-            [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = clock() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                break
-            if clock() > deadline:
-                raise RuntimeError(f"server did not listen within 60 s:\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
-
-    def request(self, method: str, path: str, timeout_s: float = 30) -> bytes:
-        """One request on its own connection (control endpoints of the profile app)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s) as s:
-            s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).split(b"\r\n\r\n", 1)[-1]
-
-    def stop(self, *, keep_log: bool = False) -> None:
-        _stop(self.proc)
-        self.log.close()
-        if keep_log:
-            print(f"  server log kept: {self.log.name}", flush=True)
-        else:
-            os.unlink(self.log.name)
-
-
-# --- CPU from /proc -----------------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = text[text.index("(") + 1 : text.rindex(")")]
-    return [comm, *text[text.rindex(")") + 2 :].split()]
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of one process, all its threads."""
-    fields = _stat(pid)
-    return (int(fields[12]) + int(fields[13])) / CLK_TCK if fields else 0.0
-
-
-def service_cpu_s(comm: str) -> float:
-    """CPU of every process named `comm` (PostgreSQL's backends come and go: those reaped during
-    the window are in the postmaster's cutime + cstime, so they are counted too)."""
-    total, stats = 0.0, {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _stat(int(entry.name))) and fields[0] == comm:
-            stats[int(entry.name)] = fields
-    for fields in stats.values():
-        total += int(fields[12]) + int(fields[13])
-        if int(fields[2]) not in stats:  # the root (postmaster): add its reaped children
-            total += int(fields[14]) + int(fields[15])
-    return total / CLK_TCK
-
-
 @dataclass
 class Result:
     name: str
@@ -482,7 +335,9 @@ class Result:
         return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def run_load(name: str, cmd: dict, args: argparse.Namespace, server: Server | None, on_window=None) -> Result:
+def run_load(
+    name: str, cmd: dict, args: argparse.Namespace, server: HttpServer | None, on_window=None
+) -> Result:
     """Spawn the client processes, let them warm up, measure one window, collect."""
     result = Result(name, seconds=args.seconds, ok_status="commit" if cmd["kind"] == "pg" else "202")
     shares = [
@@ -491,8 +346,11 @@ def run_load(name: str, cmd: dict, args: argparse.Namespace, server: Server | No
     procs, readers = [], []
     try:
         for index, share in enumerate(shares):
-            proc = _spawn(
-                [PY, str(SELF), "--_client"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            proc = spawn(
+                [PY, "-m", "bench.ingest", "--_client"],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
             )
             procs.append(proc)
             readers.append(LineReader(proc))
@@ -536,57 +394,21 @@ def run_load(name: str, cmd: dict, args: argparse.Namespace, server: Server | No
             result.latency_ms.extend(latencies)
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_child(proc)
     return result
 
 
 # --- Set-up ----------------------------------------------------------------------------------
 def candor_env(extra: list[str] = ()) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CANDOR_"))}
-    env.update(
-        REDIS_URL=REDIS_URL,
-        DATABASE_URL=DATABASE_URL,
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DJANGO_DEBUG="0",
-        DJANGO_SECRET_KEY="bench-not-a-secret-" + "x" * 40,
-        DJANGO_SECURE_SSL_REDIRECT="0",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_LOG_LEVEL="WARNING",
-        CANDOR_RATE_PER_VISITOR=RATE_UNLIMITED,
-        CANDOR_RATE_PER_IP=RATE_UNLIMITED,
-        # Not Candor's default (60): under ASGI Django runs each request's sync code on a thread of
-        # its own, so a persistent connection is one per request, left open until its thread's
-        # objects are collected. Under this load that reaches PostgreSQL's max_connections
-        # within a second (503s here, "too many clients" for everyone else on the server).
-        # Closing at the end of each request is what Django advises for ASGI.
-        DJANGO_CONN_MAX_AGE="0",
-    )
-    for item in extra:
-        name, _, value = item.partition("=")
-        env[name] = value
-    return env
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [PY, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    return _candor_env(REDIS_URL, DATABASE_URL, INGEST_SETTINGS, extra)
 
 
 def candor_prepare(env: dict[str, str]) -> tuple[str, str]:
     """The database (made if missing, migrated), the raw table, and a new site with PRODUCTS
     products through the operator CLI (SPEC 5): (key, secret)."""
     import psycopg
-    import psycopg.sql
 
-    name = DATABASE_URL.rsplit("/", 1)[1]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    _manage(env, "migrate", "--noinput", "-v", "0")
+    database_prepare(env)
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
         # The raw ceiling's table: what a purchase needs, with its idempotency key unique.
         conn.execute(
@@ -594,9 +416,7 @@ def candor_prepare(env: dict[str, str]) -> tuple[str, str]:
             " event_id text NOT NULL UNIQUE, order_id text NOT NULL, product text NOT NULL,"
             " quantity integer NOT NULL, occurred_at timestamptz NOT NULL)"
         )
-    site = json.loads(
-        _manage(env, "candor_site", "create", "--name", "Bench ingest", "--origin", ORIGIN).strip()
-    )
+    key, secret = site_create(env, "Bench ingest")
     catalog = [
         {
             "sku": sku(p),
@@ -606,13 +426,8 @@ def candor_prepare(env: dict[str, str]) -> tuple[str, str]:
         }
         for p in range(PRODUCTS)
     ]
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(catalog, fh)
-    try:
-        _manage(env, "candor_site", "products", "--key", site["key"], fh.name)
-    finally:
-        os.unlink(fh.name)
-    return site["key"], site["secret"]
+    products_add(env, key, catalog)
+    return key, secret
 
 
 def ledger_rows(key: str, kind: str) -> int:
@@ -638,16 +453,7 @@ def raw_table(action: str) -> int:
 
 def redis_clear() -> int:
     """Delete only `candor:*` keys in the bench's Redis database (db 10)."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter("candor:*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.unlink(*keys[start : start + 500])
-        return len(keys)
-    finally:
-        client.close()
+    return _redis_clear(REDIS_URL)
 
 
 # --- The four measurements -------------------------------------------------------------------
@@ -655,7 +461,7 @@ def measure_http(
     name: str, app: str, env: dict, cmd: dict, args: argparse.Namespace, on_window=None
 ) -> Result:
     redis_clear()
-    server = Server(app, env)
+    server = HttpServer(app, env)
     keep_log = False
     try:
         result = run_load(name, {**cmd, "port": server.port}, args, server, on_window)
@@ -672,7 +478,7 @@ def measure(name: str, args: argparse.Namespace, site: tuple[str, str]) -> Resul
     key, secret = site
     common = {"run": args.run_id, "key": key, "secret": secret, "grace_s": args.grace}
     if name == "raw":
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env = raw_env()
         return measure_http(name, "bench.ingest_raw_app:app", env, {**common, "kind": "browser"}, args)
     if name == "pg":
         raw_table("truncate")
@@ -817,7 +623,7 @@ def profile(args: argparse.Namespace, site: tuple[str, str]) -> int:
     print(f"[profile] {args.seconds:g} s under load ...", flush=True)
     texts: dict[str, bytes] = {}
     redis_clear()
-    server = Server("bench.ingest_profile_app:application", candor_env(args.candor_env))
+    server = HttpServer("bench.ingest_profile_app:application", candor_env(args.candor_env))
 
     def on_window(phase: str) -> None:
         texts[phase] = server.request("POST", f"/__bench/profile/{phase}")
@@ -839,7 +645,7 @@ def profile(args: argparse.Namespace, site: tuple[str, str]) -> int:
         f"# Candor's browser-event path under load, profiled with pyinstrument {pyinstrument.__version__}\n"
         f"# {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
         f"load average {args.load_before} before, {os.getloadavg()[0]:.2f} after\n"
-        f"# command: .venv/bin/python bench/ingest.py --profile --seconds {args.seconds:g} "
+        f"# command: .venv/bin/python -m bench.ingest --profile --seconds {args.seconds:g} "
         f"--concurrency {args.concurrency} --clients {args.clients}\n"
         "# served by bench/ingest_profile_app.py wrapping config.asgi:application (uvicorn, the same "
         "flags and environment as bench/ingest.py), loaded as bench/ingest.py's 'browser' measurement; "
@@ -928,8 +734,7 @@ def main() -> int:
         print("\ninterrupted; stopping servers and clients", file=sys.stderr)
         return 130
     finally:
-        for proc in _children:
-            _stop(proc)
+        stop_all()
         with contextlib.suppress(Exception):
             redis_clear()
 

@@ -1,4 +1,4 @@
-"""Candor's ASGI application under pyinstrument, for `bench/ingest.py --profile`.
+"""Candor's ASGI application under pyinstrument, for `python -m bench.ingest --profile`.
 
 pyinstrument samples one thread per profiler, and a Django request runs on two: the event
 loop's (uvicorn, Django's async handler, the middleware's async adapters) and a thread of its

@@ -6,6 +6,8 @@ no Redis, no database. Run by bench/ingest.py as `uvicorn bench.ingest_raw_app:a
 same flags as Candor's server.
 """
 
+from bench.harness.candor import ORIGIN
+
 BODY = b'{"accepted":true}'
 START = {
     "type": "http.response.start",
@@ -13,7 +15,7 @@ START = {
     "headers": [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(BODY)).encode()),
-        (b"access-control-allow-origin", b"http://bench.test"),
+        (b"access-control-allow-origin", ORIGIN.encode()),
         (b"vary", b"Origin"),
     ],
 }

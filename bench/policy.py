@@ -1,6 +1,6 @@
 """Policy decisions per second on one core (issue 12: at least 100,000).
 
-    python bench/policy.py [--n 200000]
+    python -m bench.policy [--n 200000]
 
 Prints decisions/s for the full `decide` (metric, policy, context, session) over a mix of kinds,
 values, groups and policies, next to a baseline measured in the same run: the cost of building
@@ -10,11 +10,8 @@ the same Metric objects and calling a no-op function, so the ratio shows the pip
 import argparse
 import os
 import random
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 import django  # noqa: E402
@@ -22,8 +19,8 @@ import django  # noqa: E402
 django.setup()
 
 from django.utils.translation import get_language  # noqa: E402
-from result import result_print  # noqa: E402
 
+from bench.result import result_print  # noqa: E402
 from notifications.metrics import Metric  # noqa: E402
 from notifications.policy import decide  # noqa: E402
 from notifications.policy.decision import SessionState, VisitorContext  # noqa: E402

@@ -1,8 +1,7 @@
 """Sockets held: N widget sockets opened, the first ones in a burst, then held, in one run with a
 raw ASGI ceiling.
 
-    .venv/bin/python bench/sockets.py [--sockets 25000] [--hold-s 600] [--servers N] [--clients M]
-                                      [--quick]
+    python -m bench.sockets [--sockets 25000] [--hold-s 600] [--servers N] [--clients M] [--quick]
 
 Two designs, one after the other, each served by S uvicorn processes on S ports (same flags),
 the same M client processes (bench/sockets_client.py) opening the same sockets:
@@ -27,14 +26,12 @@ The raw app is held --raw-hold-s only: it has no refresher. bench/README.md, "so
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,31 +40,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SELF = Path(__file__).resolve()
-ROOT = SELF.parent.parent
-sys.path.insert(0, str(SELF.parent))
+from bench.harness import ROOT
+from bench.harness.candor import ORIGIN, SKU, UA, candor_prepare, database_url
+from bench.harness.clients import ClientPool
+from bench.harness.processes import clock, cpu_s, open_files, rss_kb, stop_all
+from bench.harness.product import PRESENCE_PREFIX
+from bench.harness.redis import redis_clear as _redis_clear
+from bench.harness.redis import redis_url
+from bench.harness.servers import Server as _Server
+from bench.harness.servers import candor_env, raw_env
+from bench.result import result_print
 
-import fanout  # noqa: E402
-from fanout import (  # noqa: E402
-    ORIGIN,
-    SKU,
-    UA,
-    UVICORN_FLAGS,
-    Client,
-    ClientPool,
-    _free_port,
-    _stop_child,
-    candor_env,
-    candor_prepare,
-    clock,
-)
-from result import result_print  # noqa: E402
-
-PY = sys.executable
-CLIENT = SELF.parent / "sockets_client.py"
-REDIS_URL = "redis://127.0.0.1:6379/11"
-DATABASE_URL = "postgres://postgres@127.0.0.1:5432/candor_bench_sockets"
-PRESENCE_PREFIX = "candor:v1:presence:"
+REDIS_URL = redis_url(11)
+DATABASE_URL = database_url("candor_bench_sockets")
 # A process may open 20,000 files here (hard limit); a server also holds Redis and database
 # connections and a client its control connection, so each holds at most this many sockets.
 PER_PROCESS_MAX = 9000
@@ -83,56 +68,19 @@ DESIGNS = {
     "candor": "Candor: config.asgi widget consumer, Redis presence",
 }
 
-_children: list[subprocess.Popen] = []
 
-
-def _die_with_parent() -> None:
-    # A child outlives a coordinator killed with SIGKILL otherwise (start_new_session keeps
-    # Ctrl-C away from it). Spawned from the main thread only: the signal follows the thread.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _spawn(args: list[str], **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
-    _children.append(proc)
-    return proc
-
-
-def _proc(pid: int, name: str) -> str:
-    return Path(f"/proc/{pid}/{name}").read_text()
-
-
-def rss_kb(pid: int) -> int:
-    for line in _proc(pid, "status").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = _proc(pid, "stat").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def open_files(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-class Server(fanout.Server):
-    """fanout's server (readiness, log, stop) with the accept backlog raised for the burst."""
+class Server(_Server):
+    """The harness's server (readiness, log, stop) with the accept backlog raised for the burst;
+    it dies with the coordinator."""
 
     def __init__(self, app: str, env: dict[str, str], cwd: Path = ROOT) -> None:
-        self.port = _free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-sockets-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = _spawn(
-            [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), *UVICORN_FLAGS]
-            + ["--backlog", str(BACKLOG)],
-            cwd=cwd,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        super().__init__(
+            app,
+            env,
+            cwd,
+            log_prefix="bench-sockets-",
+            extra=["--backlog", str(BACKLOG)],
+            die_with_parent=True,
         )
 
     def problems(self) -> Counter[str]:
@@ -145,16 +93,11 @@ class Server(fanout.Server):
 
 
 class Clients(ClientPool):
-    """fanout's pool of client processes, running bench/sockets_client.py."""
+    """The harness's pool of client processes, running bench/sockets_client.py."""
 
-    async def start(self) -> None:
+    def __init__(self, count: int) -> None:
         # Replies carry per-socket latencies: lines longer than asyncio's 64 KiB default.
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=1 << 24)
-        port = self.server.sockets[0].getsockname()[1]
-        for index in range(self.count):
-            self.clients.append(Client(_spawn([PY, str(CLIENT), str(port), str(index)], cwd=ROOT)))
-        async with asyncio.timeout(30):
-            await self._ready.wait()
+        super().__init__(count, ("-m", "bench.sockets_client"), limit=1 << 24, die_with_parent=True)
 
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self.clients]
@@ -162,16 +105,7 @@ class Clients(ClientPool):
 
 def redis_clear() -> int:
     """Delete only `candor:*` keys in the bench's Redis database (db 11)."""
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter("candor:*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.unlink(*keys[start : start + 500])
-        return len(keys)
-    finally:
-        client.close()
+    return _redis_clear(REDIS_URL)
 
 
 def product_id(key: str) -> int:
@@ -386,17 +320,13 @@ async def run_design(design: str, args: argparse.Namespace, pool: Clients) -> Re
     candor = design == "candor"
     await asyncio.to_thread(redis_clear)
     if candor:
-        env = candor_env()
-        env.update(REDIS_URL=REDIS_URL, DATABASE_URL=DATABASE_URL)
-        for item in args.candor_env:
-            name, _, value = item.partition("=")
-            env[name] = value
+        env = candor_env(REDIS_URL, DATABASE_URL, extra=args.candor_env)
         root = args.candor_root
         key, _secret = await asyncio.to_thread(candor_prepare, env, root)
         product = await asyncio.to_thread(product_id, key)
         app, path = args.candor_app, f"/ws/v1/widget?key={key}&product={SKU}"
     else:
-        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env = raw_env()
         app, path, product, root = "bench.raw_app:app", "/ws", None, ROOT
     servers = [Server(app, env, root) for _ in range(args.servers)]
     server_pids = [s.proc.pid for s in servers]
@@ -776,8 +706,7 @@ def main() -> int:
         print("\ninterrupted; stopping servers and clients", file=sys.stderr)
         return 130
     finally:
-        for proc in _children:
-            _stop_child(proc)
+        stop_all()
         with contextlib.suppress(Exception):
             redis_clear()
 

@@ -1,6 +1,6 @@
 """A client process of bench/sockets.py: holds its share of the widget sockets, cheaply.
 
-    python bench/sockets_client.py CONTROL_PORT INDEX     (started by bench/sockets.py)
+    python -m bench.sockets_client CONTROL_PORT INDEX     (started by bench/sockets.py)
 
 Each socket is a bare `asyncio.Protocol` speaking just enough RFC 6455 for the bench: the
 upgrade request (its own User-Agent, the store's Origin), one masked text frame (the page
@@ -22,11 +22,9 @@ import socket
 import sys
 import zlib
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fanout import _line, clock  # noqa: E402
+from bench.harness.clients import json_line
+from bench.harness.processes import clock, rss_kb
 
 # Linux: let connect() pick the source port per destination, not bind(): each (source address,
 # server port) pair then has the whole ephemeral range (28k ports) to itself.
@@ -224,13 +222,6 @@ def _request(host: str, port: int, path: str, user_agent: str, origin: str, defl
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 class Worker:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.loop = asyncio.get_running_loop()
@@ -250,7 +241,7 @@ class Worker:
         self.closed = asyncio.Event()
 
     def emit(self, message: dict) -> None:
-        self.writer.write(_line(message))
+        self.writer.write(json_line(message))
 
     def dropped(self, ws: WidgetSocket, why: str) -> None:
         self.drops[why] += 1
@@ -371,7 +362,7 @@ class Worker:
                 "answered": answered,
                 "drops": dict(self.drops),
                 "kinds": dict(self.kinds),
-                "rss_kb": _rss_kb(),
+                "rss_kb": rss_kb(os.getpid()),
             }
         )
 
@@ -410,7 +401,7 @@ class Worker:
 
 async def client_main(port: int, index: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_line({"op": "hello", "index": index}))
+    writer.write(json_line({"op": "hello", "index": index}))
     await writer.drain()
     await Worker(writer).serve(reader)
     # The coordinator is done or gone: leave without closing every socket politely.

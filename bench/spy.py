@@ -1,7 +1,7 @@
 """Profile a benchmark's server from outside with py-spy, while the benchmark runs.
 
-    .venv/bin/python bench/spy.py --match "uvicorn config.asgi" --after-s 60 --seconds 20 \
-        --out bench/profiles/fanout-1000.txt --note "python bench/fanout.py --sockets 1000"
+    .venv/bin/python -m bench.spy --match "uvicorn config.asgi" --after-s 60 --seconds 20 \
+        --out bench/profiles/fanout-1000.txt --note "python -m bench.fanout --sockets 1000"
 
 Waits for a process whose command line contains `--match` (the Candor server a benchmark
 started), waits `--after-s` more (set-up), samples it with `py-spy record` for `--seconds`

@@ -1,6 +1,6 @@
 """The widget in a browser: its size, its requests after load, its longest main-thread task.
 
-    .venv/bin/python bench/widget.py [--seconds 60] [--quick]
+    python -m bench.widget [--seconds 60] [--quick]
 
 1. `static/candor/widget.js` compressed with gzip -9 (target ≤ 6 KB = 6,144 bytes).
 2. The demo as `bin/demo` serves it (embedded: SQLite, the in-process layer, no services), a
@@ -37,14 +37,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SELF = Path(__file__).resolve()
-sys.path.insert(0, str(SELF.parent))
-import fanout  # noqa: E402
-from result import result_print  # noqa: E402
+from bench.harness import ROOT
+from bench.harness.clients import signed_post
+from bench.harness.processes import PY, clock, free_port, spawn, stop_all, stop_child
+from bench.result import result_print
 
-ROOT = fanout.ROOT
-PY = fanout.PY
-clock = fanout.clock
 WIDGET = ROOT / "static" / "candor" / "widget.js"
 SIZE_TARGET = 6 * 1024
 TASK_TARGET_MS = 50.0
@@ -130,7 +127,7 @@ class Demo:
 def demo_start(tmp: Path) -> Demo:
     """As tests/test_slow_simulate_shoppers.py starts it: embedded (no DATABASE_URL, no
     REDIS_URL), migrate, seed_demo, uvicorn on a free port, CANDOR_DEMO_ORIGINS set to it."""
-    port = fanout._free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -161,7 +158,7 @@ def demo_start(tmp: Path) -> Demo:
     )
     key, secret = json.loads(store.stdout.strip().splitlines()[-1])
     log = tempfile.NamedTemporaryFile(prefix="bench-widget-demo-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = fanout._spawn(
+    proc = spawn(
         [PY, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--no-proxy-headers"]
         + ["--log-level", "warning", "--no-access-log"],
         cwd=ROOT,
@@ -191,7 +188,7 @@ def purchase(demo: Demo, run_id: str, n: int) -> str:
         "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
         "items": [{"product": SKU, "quantity": 1}],
     }
-    request = fanout._signed_post(demo.key, demo.secret, payload)
+    request = signed_post(demo.key, demo.secret, payload)
     with socket.create_connection(("127.0.0.1", demo.port), timeout=10) as conn:
         conn.sendall(request)
         response = b""
@@ -699,7 +696,7 @@ def main() -> int:
                     chromium = browser.version
                 finally:
                     browser.close()
-            fanout._stop_child(demo.proc)
+            stop_child(demo.proc)
             log = Path(demo.log).read_text(errors="replace")
             if "Traceback" in log:
                 print(f"the demo server logged an error:\n{log[-3000:]}", file=sys.stderr)
@@ -707,8 +704,7 @@ def main() -> int:
         print("\ninterrupted; stopping the demo and the browser", file=sys.stderr)
         return 130
     finally:
-        for proc in fanout._children:
-            fanout._stop_child(proc)
+        stop_all()
         if demo is not None:
             with contextlib.suppress(OSError):
                 os.unlink(demo.log)
