@@ -109,7 +109,11 @@ class E2EWorker(ClientWorker):
                 t = clock()
                 message = json.loads(raw)
                 if self.mode == "raw":
-                    self._hit(f"r:{message.get('id', 0) - RAW_ID_BASE}", t)
+                    # The raw ceiling's id is "bench-<16 digits>" (payload.py): the digits are
+                    # RAW_ID_BASE + the trigger's number.
+                    digits = str(message.get("id", "")).removeprefix("bench-")
+                    if digits.isdigit():
+                        self._hit(f"r:{int(digits) - RAW_ID_BASE}", t)
                     continue
                 claim = message.get("claim") or {}
                 kind = self._track(j, message, claim)
