@@ -63,7 +63,6 @@ DATABASE_URL = database_url("candor_bench_e2e")
 
 SEED = SEED_PURCHASES  # old purchases per product: every page shows "Ordered 3 times …"
 KIND = "purchases_in_window"
-RAW_ID_BASE = 100_000  # bench/payload.py: the raw message's id is 100000 + the trigger's number
 # The default policy shows "50+" above 50 purchases in the window, after which a purchase no
 # longer changes any page. The bench site's policy is the shipped default with that cap raised,
 # so every purchase of a 60 s run shows (bench/README.md, "End to end").
@@ -110,10 +109,10 @@ class E2EWorker(ClientWorker):
                 message = json.loads(raw)
                 if self.mode == "raw":
                     # The raw ceiling's id is "bench-<16 digits>" (payload.py): the digits are
-                    # RAW_ID_BASE + the trigger's number.
+                    # the trigger's number, the `round` its control frame carried.
                     digits = str(message.get("id", "")).removeprefix("bench-")
                     if digits.isdigit():
-                        self._hit(f"r:{int(digits) - RAW_ID_BASE}", t)
+                        self._hit(f"r:{int(digits)}", t)
                     continue
                 claim = message.get("claim") or {}
                 kind = self._track(j, message, claim)
