@@ -21,9 +21,9 @@ django.setup()
 from django.utils.translation import get_language  # noqa: E402
 
 from bench.result import result_print  # noqa: E402
-from notifications.metrics import Metric  # noqa: E402
 from notifications.policy import decide  # noqa: E402
 from notifications.policy.decision import SessionState, VisitorContext  # noqa: E402
+from notifications.policy.metric import Metric  # noqa: E402
 from notifications.policy.segments import default_segments  # noqa: E402
 
 

@@ -5,7 +5,7 @@ ledger (verified purchases only, refunds and cancels withdrawn, bots and test or
 counted). Nothing here decides what is shown: that is the policy's job."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -13,18 +13,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import TruncDate
 
 from .models import Event, EventKind, EventSource, PurchaseSources
-
-
-@dataclass(frozen=True)
-class Metric:
-    metric: str
-    true_value: int
-    window_s: int
-    evidence: dict = field(default_factory=dict)
-    # Reference groups this claim could name instead of "everyone": group → (label, true count
-    # within the group). A group's count is never more than the whole.
-    groups: Mapping[str, tuple[str, int]] = field(default_factory=dict)
-
+from .policy.metric import Metric  # the policy's input type; re-exported as metrics.Metric
 
 FIRST_TIME_LABEL = "first-time visitors"
 COUNTRY_LABEL = "your country"

@@ -16,12 +16,12 @@ from django.utils.translation import trans_real
 
 from config.asgi import application
 from notifications import audit, metrics
-from notifications.metrics import Metric
 from notifications.models import AuditAlarm, Notification
 from notifications.policy import Decision, Policy, decide
 from notifications.policy import decision as decision_module
 from notifications.policy.decision import _BUILTIN, VisitorContext, _window_words_in, shopper_language
 from notifications.policy.lint import JUST_NOW, LOCALES, template_lint
+from notifications.policy.metric import Metric
 from tests.factories import DEMO_ORIGIN, ProductFactory, site_policy_set
 from tests.test_audit_text import purchases
 from tests.test_tasks import _log

@@ -6,7 +6,6 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifications.metrics import Metric
 from notifications.policy import Decision, Policy, Refusal, RefusalReason, decide
 from notifications.policy.decision import (
     GROUPS,
@@ -19,6 +18,7 @@ from notifications.policy.decision import (
     visitor_bucket,
     window_words,
 )
+from notifications.policy.metric import Metric
 from notifications.policy.segments import SegmentRule, default_segments, segment_for
 
 EVIDENCE = {"aggregate": "test", "computed_at": "2026-11-24T00:00:00+00:00"}

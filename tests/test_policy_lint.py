@@ -9,11 +9,11 @@ from django.core.management import call_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifications.metrics import Metric
 from notifications.models import MessageTemplate
 from notifications.policy import Decision, Policy, decide
 from notifications.policy.decision import _BUILTIN, Template, _window_words_in
 from notifications.policy.lint import JUST_NOW, LOCALES, template_lint, template_normalise, wordlists
+from notifications.policy.metric import Metric
 
 CORPUS = Path(__file__).with_name("lint_corpus")
 

@@ -19,7 +19,7 @@ from django.utils import translation
 from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
 
-from ..metrics import Metric
+from .metric import Metric
 
 
 class RefusalReason(enum.StrEnum):
