@@ -113,3 +113,13 @@ def django_db_setup(django_db_setup, django_db_blocker):
                     "select pg_terminate_backend(pid) from pg_stat_activity "
                     "where datname = current_database() and pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def superuser_client(client, db):
+    """The admin as a superuser sees it (every store)."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("root", "root@example.invalid", "pw-123456789")
+    client.force_login(user)
+    return client

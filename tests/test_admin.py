@@ -1,20 +1,12 @@
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from notifications.models import Event, Notification, Site, SiteSecret
 from tests.factories import ProductFactory, SiteFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def superuser_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.invalid", "pw-123456789")
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

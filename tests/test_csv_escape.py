@@ -6,7 +6,6 @@ import datetime as dt
 import io
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 from hypothesis import given, settings
@@ -51,9 +50,8 @@ def _results(*, segment: str, arm: str, lift: float | None = None) -> Results:
 
 
 @pytest.mark.django_db
-def test_a_formula_segment_name_comes_out_as_text_from_the_admin(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.invalid", "pw-123456789")
-    client.force_login(user)
+def test_a_formula_segment_name_comes_out_as_text_from_the_admin(superuser_client):
+    client = superuser_client
     product = ProductFactory()
     at = timezone.now() - dt.timedelta(hours=1)
     exposures_record(

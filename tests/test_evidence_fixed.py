@@ -7,7 +7,6 @@ import logging
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
@@ -19,13 +18,6 @@ from tests.factories import ProductFactory, SiteFactory
 from tests.test_audit_text import log, purchases
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def superuser_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.invalid", "pw-123456789")
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from hypothesis import given
@@ -111,13 +110,6 @@ def hostile_product():
     return ProductFactory(
         site=site, name=f"{SCRIPT} {IMG}", category=f"{IMG} {SCRIPT}", category_kind="other"
     )
-
-
-@pytest.fixture
-def superuser_client(client):
-    user = get_user_model().objects.create_superuser("root", "root@example.invalid", "pw-123456789")
-    client.force_login(user)
-    return client
 
 
 def _notification(product):
